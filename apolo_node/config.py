@@ -1,0 +1,295 @@
+"""Settings: declared once here, documented in ``config/apolo.toml``, overridable by environment.
+
+Each table of the TOML file is one frozen dataclass below; every field carries its default and
+its help text, so the docs test can check that ``config/apolo.toml`` documents every key.
+An environment variable ``APOLO_<TABLE>__<KEY>`` overrides the file (``APOLO_RECEIVE__PORT=11112``).
+Unknown tables or keys, and values of the wrong type, are refused at start-up with a message that
+names the key, the rule and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+ENV_PREFIX = "APOLO_"
+DEFAULT_CONFIG = Path("config/apolo.toml")
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, malformed or inconsistent; the message names it."""
+
+
+def setting(default: Any, help: str) -> Any:
+    """Declare a setting with its default and the help text that documents it."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    """[catalog]: where the SQL catalog lives."""
+
+    url: str = setting(
+        "", "SQLAlchemy URL; empty means SQLite at <spool.root>/catalog.sqlite (WAL mode)"
+    )
+    pool_size: int = setting(5, "connections kept per process (PostgreSQL)")
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    """[spool]: the folders where files wait between stages."""
+
+    root: str = setting("spool", "root folder of incoming/, clean/, quarantine/, tmp/")
+
+
+@dataclass(frozen=True)
+class ReceiveSettings:
+    """[receive]: the C-STORE / C-ECHO SCP."""
+
+    ae_title: str = setting("APOLO", "AE title this node answers to")
+    host: str = setting("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
+    port: int = setting(11112, "TCP port to listen on")
+    stable_after: float = setting(
+        30.0, "seconds with no new instance after which a study is queued for the next stage"
+    )
+    allowed_aets: list = setting([], "calling AE titles allowed to associate; empty allows any")
+    allowed_addresses: list = setting(
+        [], "source addresses or networks (CIDR) allowed to connect; empty allows any"
+    )
+    max_associations: int = setting(10, "associations served at once; more are rejected")
+    max_pdu: int = setting(131072, "maximum PDU size we receive, in bytes (0: unlimited)")
+    network_timeout: float = setting(60.0, "seconds of silence before an association is dropped")
+    tls_cert: str = setting("", "PEM certificate for DICOM TLS; empty serves plain TCP")
+    tls_key: str = setting("", "PEM private key for tls_cert")
+    tls_ca: str = setting("", "PEM CA bundle; when set, callers must present a certificate it signed")
+    drain_timeout: float = setting(
+        30.0, "on SIGTERM, seconds to let associations in flight finish before aborting them"
+    )
+
+
+@dataclass(frozen=True)
+class DeidSettings:
+    """[deid]: the de-identification profile and its key."""
+
+    key: str = setting(
+        "",
+        "secret for keyed UID remapping; empty means the key file below. "
+        "Give it by APOLO_DEID__KEY, never in a committed file",
+    )
+    key_file: str = setting(
+        "", "file holding the secret; empty means <spool.root>/secrets/deid.key, made on first use"
+    )
+    options: list = setting(
+        ["clean_pixel_data", "clean_descriptors", "retain_long_modified_dates"],
+        "PS3.15 Annex E options applied on top of the Basic Profile",
+    )
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """[worker]: the job queue between stages."""
+
+    lease: float = setting(300.0, "seconds a claimed job stays with its worker without a heartbeat")
+    poll_interval: float = setting(1.0, "seconds between looks for stable studies and new jobs")
+
+
+@dataclass(frozen=True)
+class VisionSettings:
+    """[vision]: the vision-language stage."""
+
+    backend: str = setting("baseline", "baseline (offline, non-diagnostic), transformers or openai")
+    model: str = setting("", "Hugging Face model id or local path, or the served model's name")
+
+
+@dataclass(frozen=True)
+class ReasoningSettings:
+    """[reasoning]: the question-answering stage."""
+
+    backend: str = setting("extractive", "extractive (offline), transformers or openai")
+    model: str = setting("", "Hugging Face model id or local path, or the served model's name")
+
+
+@dataclass(frozen=True)
+class SendSettings:
+    """[send]: results back to the PACS."""
+
+    enabled: bool = setting(False, "send results back to the PACS (keeps an encrypted vault)")
+    host: str = setting("127.0.0.1", "address of the destination PACS")
+    port: int = setting(4242, "port of the destination PACS")
+    ae_title: str = setting("PACS", "AE title of the destination PACS")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """[log]: structured logs, one JSON object per line, never a patient identifier."""
+
+    level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    file: str = setting("", "append logs to this file as well as standard error")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, one attribute per TOML table."""
+
+    catalog: CatalogSettings = field(default_factory=CatalogSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
+    receive: ReceiveSettings = field(default_factory=ReceiveSettings)
+    deid: DeidSettings = field(default_factory=DeidSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    vision: VisionSettings = field(default_factory=VisionSettings)
+    reasoning: ReasoningSettings = field(default_factory=ReasoningSettings)
+    send: SendSettings = field(default_factory=SendSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def spool_root(self) -> Path:
+        return Path(self.spool.root).expanduser().resolve()
+
+    @property
+    def catalog_url(self) -> str:
+        return self.catalog.url or f"sqlite:///{self.spool_root / 'catalog.sqlite'}"
+
+
+def tables() -> dict[str, type]:
+    """Table name to its settings class, in declaration order."""
+    return {f.name: get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+
+
+def _coerce(table: str, key: str, kind: Any, value: Any, from_env: bool) -> Any:
+    where = f"[{table}] {key}"
+    if from_env:
+        if kind is bool:
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        if kind is list:
+            return [v.strip() for v in value.split(",") if v.strip()]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_env:
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_env:
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif kind is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{where} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read the TOML file (if it exists), apply ``APOLO_*`` overrides, validate, return Config.
+
+    ``path`` None means ``$APOLO_CONFIG`` or else ``config/apolo.toml``; a path given explicitly
+    must exist.
+    """
+    env = dict(os.environ if env is None else env)
+    explicit = path is not None or "APOLO_CONFIG" in env
+    cfg_path = Path(path if path is not None else env.get("APOLO_CONFIG", DEFAULT_CONFIG))
+    raw: dict[str, Any] = {}
+    if cfg_path.exists():
+        try:
+            raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {cfg_path}: not valid TOML ({exc})") from None
+    elif explicit:
+        raise ConfigError(f"config file {cfg_path} does not exist")
+
+    known = tables()
+    values: dict[str, dict[str, Any]] = {name: {} for name in known}
+    for table, body in raw.items():
+        if table not in known:
+            raise ConfigError(f"config file {cfg_path}: unknown table [{table}]; known: {', '.join(known)}")
+        if not isinstance(body, dict):
+            raise ConfigError(f"config file {cfg_path}: [{table}] must be a table")
+        hints = get_type_hints(known[table])
+        for key, value in body.items():
+            if key not in hints:
+                raise ConfigError(
+                    f"config file {cfg_path}: unknown key [{table}] {key}; known: {', '.join(hints)}"
+                )
+            values[table][key] = _coerce(table, key, _base(hints[key]), value, from_env=False)
+
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name == "APOLO_CONFIG":
+            continue
+        table, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        if table not in known or key not in get_type_hints(known[table]):
+            raise ConfigError(f"environment variable {name} names no setting")
+        kind = _base(get_type_hints(known[table])[key])
+        values[table][key] = _coerce(table, key, kind, value, from_env=True)
+
+    cfg = Config(**{name: known[name](**values[name]) for name in known})
+    validate(cfg)
+    return cfg
+
+
+def _base(hint: Any) -> Any:
+    origin = get_origin(hint)
+    if origin is list:
+        return list
+    if origin is not None:
+        return get_args(hint)[0]
+    return hint
+
+
+def validate(cfg: Config) -> None:
+    """Check rules that span one value's type: ranges, choices, pairs that go together."""
+    r = cfg.receive
+    if not 0 < r.port < 65536:
+        raise ConfigError(f"[receive] port must be 1-65535, got {r.port}")
+    if not 0 < len(r.ae_title.strip()) <= 16:
+        raise ConfigError(f"[receive] ae_title must be 1-16 characters, got {r.ae_title!r}")
+    if r.stable_after <= 0:
+        raise ConfigError(f"[receive] stable_after must be > 0 seconds, got {r.stable_after}")
+    if r.max_associations < 1:
+        raise ConfigError(f"[receive] max_associations must be >= 1, got {r.max_associations}")
+    if bool(r.tls_cert) != bool(r.tls_key):
+        raise ConfigError("[receive] tls_cert and tls_key go together: set both or neither")
+    for net in r.allowed_addresses:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"[receive] allowed_addresses: {net!r} is not an address or network (CIDR)"
+            ) from None
+    for aet in r.allowed_aets:
+        if not 0 < len(aet.strip()) <= 16:
+            raise ConfigError(f"[receive] allowed_aets: {aet!r} is not a 1-16 character AE title")
+    if cfg.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"[log] level must be DEBUG, INFO, WARNING or ERROR, got {cfg.log.level!r}")
+    if cfg.worker.lease <= 0 or cfg.worker.poll_interval <= 0:
+        raise ConfigError("[worker] lease and poll_interval must be > 0 seconds")
+
+
+def replace(cfg: Config, **tables_: dict[str, Any]) -> Config:
+    """A copy of cfg with some keys of some tables changed (for tests and commands)."""
+    changes = {t: dataclasses.replace(getattr(cfg, t), **kv) for t, kv in tables_.items()}
+    out = dataclasses.replace(cfg, **changes)
+    validate(out)
+    return out
