@@ -1,0 +1,125 @@
+"""Synthetic DICOM studies for tests and benchmarks, with patient identifiers we can search for.
+
+Every identifying value carries a ``marker`` string, unique per call, so a test can grep every
+output (catalog, logs, file names, errors) for it and prove nothing leaked.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+
+def new_marker(prefix: str = "PHI") -> str:
+    """A unique token that no real output contains by chance."""
+    return f"{prefix}{secrets.token_hex(6).upper()}"
+
+
+@dataclass
+class Study:
+    """What a generated study holds: where its files are and what to look for."""
+
+    files: list[Path]
+    study_uid: str
+    series_uids: list[str]
+    sop_uids: list[str]
+    markers: list[str] = field(default_factory=list)
+
+
+def ct_slice(
+    *,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    number: int,
+    marker: str,
+    rows: int = 64,
+    columns: int = 64,
+    modality: str = "CT",
+) -> Dataset:
+    """One CT Image Storage instance, 16-bit signed, with PHI carrying ``marker``."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = study_uid + ".9"
+    ds.PatientName = f"{marker}^NAME"
+    ds.PatientID = f"{marker}ID"
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.AccessionNumber = f"{marker}AC"[:16]
+    ds.StudyID = "1"
+    ds.StudyDate = "20260102"
+    ds.StudyTime = "101010"
+    ds.ReferringPhysicianName = f"{marker}^REF"
+    ds.InstitutionName = f"{marker} HOSPITAL"
+    ds.Modality = modality
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = number
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PixelSpacing = [0.7, 0.7]
+    ds.SliceThickness = 1.0
+    ds.ImagePositionPatient = [0.0, 0.0, float(number)]
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ds.RescaleIntercept = -1024
+    ds.RescaleSlope = 1
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    yy, xx = np.mgrid[0:rows, 0:columns]
+    body = ((yy - rows / 2) ** 2 + (xx - columns / 2) ** 2) < (min(rows, columns) / 2.5) ** 2
+    pixels = np.where(body, 1064 + (number % 50), 24).astype(np.int16)
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def write_study(
+    folder: Path,
+    *,
+    series: int = 2,
+    per_series: int = 3,
+    rows: int = 64,
+    columns: int = 64,
+    marker: str | None = None,
+) -> Study:
+    """Write a multi-series CT study as Part 10 files under ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = marker or new_marker()
+    study_uid = generate_uid()
+    out = Study(files=[], study_uid=study_uid, series_uids=[], sop_uids=[], markers=[marker])
+    for s in range(series):
+        series_uid = generate_uid()
+        out.series_uids.append(series_uid)
+        for i in range(per_series):
+            sop_uid = generate_uid()
+            ds = ct_slice(
+                study_uid=study_uid,
+                series_uid=series_uid,
+                sop_uid=sop_uid,
+                number=i + 1,
+                marker=marker,
+                rows=rows,
+                columns=columns,
+            )
+            ds.SeriesNumber = s + 1
+            path = folder / f"s{s:02d}_i{i:04d}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            out.files.append(path)
+            out.sop_uids.append(sop_uid)
+    return out
