@@ -53,7 +53,7 @@ def ct_slice(
     ds.SOPInstanceUID = sop_uid
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = study_uid + ".9"
+    ds.FrameOfReferenceUID = generate_uid()
     ds.PatientName = f"{marker}^NAME"
     ds.PatientID = f"{marker}ID"
     ds.PatientBirthDate = "19700101"
