@@ -1,0 +1,140 @@
+"""The durable job queue between stages: claim with a lease, heartbeat, finish or fail.
+
+A worker that dies stops heartbeating; once its lease runs out the job is claimed again. On
+PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so several nodes share one queue; on SQLite
+``BEGIN IMMEDIATE`` serialises claims. Every change checks the job is still the caller's, so a
+worker whose lease was taken over cannot finish someone else's claim.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, and_, or_, select, update
+
+from apolo_node.catalog.models import Job, JobState, Study, StudyStatus, utcnow
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job now held by one worker until ``lease_until``."""
+
+    id: int
+    kind: str
+    study_id: int
+    study_uid: str
+    attempts: int
+    lease_until: dt.datetime
+
+
+def claim(
+    engine: Engine,
+    kind: str,
+    worker: str,
+    lease: float,
+    now: dt.datetime | None = None,
+    max_attempts: int = 5,
+) -> ClaimedJob | None:
+    """Take the oldest pending job of ``kind`` (or one whose lease ran out), or None."""
+    now = now or utcnow()
+    with engine.begin() as conn:
+        query = (
+            select(Job.id, Job.study_id, Job.attempts, Study.study_uid)
+            .join(Study, Study.id == Job.study_id)
+            .where(
+                and_(
+                    Job.kind == kind,
+                    or_(
+                        Job.state == JobState.PENDING.value,
+                        and_(Job.state == JobState.CLAIMED.value, Job.lease_until < now),
+                    ),
+                )
+            )
+            .order_by(Job.id)
+            .limit(1)
+        )
+        if engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=Job)
+        row = conn.execute(query).first()
+        if row is None:
+            return None
+        job_id, study_id, attempts, study_uid = row
+        if attempts >= max_attempts:
+            reason = f"gave up after {attempts} attempts whose workers died or timed out"
+            conn.execute(
+                update(Job).where(Job.id == job_id).values(
+                    state=JobState.FAILED.value, error=reason, updated_at=now, worker=None
+                )
+            )
+            conn.execute(
+                update(Study).where(Study.id == study_id).values(
+                    status=StudyStatus.FAILED.value, reason=f"{kind}: {reason}", updated_at=now
+                )
+            )
+            return None
+        lease_until = now + dt.timedelta(seconds=lease)
+        conn.execute(
+            update(Job).where(Job.id == job_id).values(
+                state=JobState.CLAIMED.value,
+                worker=worker,
+                lease_until=lease_until,
+                attempts=attempts + 1,
+                updated_at=now,
+            )
+        )
+    return ClaimedJob(job_id, kind, study_id, study_uid, attempts + 1, lease_until)
+
+
+def _owned(job: ClaimedJob, worker: str):  # type: ignore[no-untyped-def]
+    return and_(Job.id == job.id, Job.worker == worker, Job.state == JobState.CLAIMED.value)
+
+
+def heartbeat(engine: Engine, job: ClaimedJob, worker: str, lease: float) -> bool:
+    """Extend the lease; False if the job is no longer this worker's."""
+    now = utcnow()
+    with engine.begin() as conn:
+        return bool(
+            conn.execute(
+                update(Job).where(_owned(job, worker)).values(
+                    lease_until=now + dt.timedelta(seconds=lease), updated_at=now
+                )
+            ).rowcount
+        )
+
+
+def finish(engine: Engine, job: ClaimedJob, worker: str) -> bool:
+    """Mark the job done; False if it was no longer this worker's."""
+    with engine.begin() as conn:
+        return bool(
+            conn.execute(
+                update(Job).where(_owned(job, worker)).values(
+                    state=JobState.DONE.value, lease_until=None, updated_at=utcnow()
+                )
+            ).rowcount
+        )
+
+
+def fail(engine: Engine, job: ClaimedJob, worker: str, reason: str) -> bool:
+    """Mark the job failed with a reason (no PHI in it); False if no longer this worker's."""
+    with engine.begin() as conn:
+        return bool(
+            conn.execute(
+                update(Job).where(_owned(job, worker)).values(
+                    state=JobState.FAILED.value, error=reason, lease_until=None, updated_at=utcnow()
+                )
+            ).rowcount
+        )
+
+
+def job_states(engine: Engine, study_uid: str) -> list[tuple[str, str]]:
+    """(kind, state) of every job of a study, oldest first: for tests and ``studies``."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Job.kind, Job.state)
+            .join(Study, Study.id == Job.study_id)
+            .where(Study.study_uid == study_uid)
+            .order_by(Job.id)
+        ).all()
+        conn.rollback()
+    return [(k, s) for k, s in rows]

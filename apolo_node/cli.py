@@ -1,0 +1,199 @@
+"""``apolo-node``: the command line (a contract: scripts and people rely on it).
+
+Exit codes: 0 done, 1 failed, 2 bad usage or input. A domain error becomes one clean line on
+standard error; an unexpected one is reported by its type only, since its text could quote a
+value from a dataset.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from apolo_node import config as config_mod
+from apolo_node import logs
+from apolo_node.catalog.engine import engine_for
+from apolo_node.catalog.migrate import SchemaError, current, head, require_head, upgrade
+from apolo_node.catalog.records import list_studies
+from apolo_node.config import Config, ConfigError
+
+app = typer.Typer(
+    name="apolo-node",
+    help="A DICOM node that puts medical AI next to a PACS without leaking patient identifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Manage the catalog database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class BadInput(Exception):
+    """The user's input is wrong (exit 2); the message says how."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def clean_errors(fn: F) -> F:
+    """Turn domain errors into one line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, BadInput, FileNotFoundError) as exc:
+            typer.echo(f"apolo-node: error: {exc}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+        except SchemaError as exc:
+            typer.echo(f"apolo-node: error: {exc}", err=True)
+            raise typer.Exit(EXIT_FAILED) from None
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            typer.echo(
+                f"apolo-node: error: internal error ({type(exc).__name__}); see the logs",
+                err=True,
+            )
+            logs.get_logger("cli").error("cli.failed", exc_info=True)
+            raise typer.Exit(EXIT_FAILED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="TOML settings file (else $APOLO_CONFIG, else config/apolo.toml)",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable JSON output")]
+
+
+def load_config(path: Path | None) -> Config:
+    cfg = config_mod.load(path)
+    logs.setup(cfg.log.level, cfg.log.file)
+    return cfg
+
+
+@app.command()
+@clean_errors
+def serve(config: ConfigOption = None) -> None:
+    """Run the DICOM SCP and the workers until SIGTERM or Ctrl-C."""
+    from apolo_node.pipeline.node import Node
+
+    cfg = load_config(config)
+    Node(cfg).run_until_signalled()
+
+
+@db_app.command("upgrade")
+@clean_errors
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Bring the catalog to the newest schema (creating it if new)."""
+    cfg = load_config(config)
+    engine = engine_for(cfg)
+    try:
+        before = current(engine)
+        upgrade(engine)
+        after = current(engine)
+    finally:
+        engine.dispose()
+    typer.echo(f"catalog schema: {before or 'empty'} -> {after} (head {head()})")
+
+
+@app.command()
+@clean_errors
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders", show_default=False)],
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Feed DICOM files or folders through the pipeline, without the network."""
+    from apolo_node.pipeline.ingest import ingest as run_ingest
+
+    cfg = load_config(config)
+    summary = run_ingest(cfg, paths)
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "stored": summary.stored,
+                    "duplicates": summary.duplicates,
+                    "refused": [{"path": str(p), "reason": r} for p, r in summary.refused],
+                    "skipped": [str(p) for p in summary.skipped],
+                    "studies": sorted(summary.studies),
+                }
+            )
+        )
+    else:
+        typer.echo(
+            f"stored {summary.stored}, already held {summary.duplicates}, "
+            f"refused {len(summary.refused)}, not DICOM {len(summary.skipped)}, "
+            f"studies {len(summary.studies)}"
+        )
+        for path, reason in summary.refused:
+            typer.echo(f"refused {path}: {reason}", err=True)
+    if summary.refused:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+@clean_errors
+def studies(
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+    status: Annotated[
+        str | None, typer.Option(help="only studies with this status", show_default=False)
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many, newest first")] = None,
+) -> None:
+    """List studies by pseudonymous UID, newest first."""
+    cfg = load_config(config)
+    if status is not None:
+        from apolo_node.catalog.models import StudyStatus
+
+        known = [s.value for s in StudyStatus]
+        if status not in known:
+            raise BadInput(f"--status must be one of {', '.join(known)}, got {status!r}")
+    engine = engine_for(cfg)
+    try:
+        require_head(engine)
+        rows = list_studies(engine, status=status, limit=limit)
+    finally:
+        engine.dispose()
+    if json_out:
+        typer.echo(json.dumps([r.as_json() for r in rows], indent=2))
+        return
+    table = Table(title=f"{len(rows)} studies")
+    for col in ("study (pseudonym)", "status", "instances", "series", "modalities", "received"):
+        table.add_column(col)
+    for r in rows:
+        status_text = r.status + (f" ({r.reason})" if r.reason else "")
+        table.add_row(
+            r.study_uid, status_text, str(r.instances), str(r.series), ",".join(r.modalities),
+            r.received_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    Console(width=max(120, Console().width)).print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

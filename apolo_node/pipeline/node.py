@@ -1,0 +1,92 @@
+"""The running node: the SCP, the stable-study watcher, and a clean stop on SIGTERM.
+
+Start-up checks before listening: the catalog is at the newest schema, the spool is writable,
+scraps of unacknowledged instances are cleared, and spooled files with no catalog row (written
+but never acknowledged before a crash) are deleted: the PACS will send them again.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+from sqlalchemy import Engine, select
+
+from apolo_node.catalog.engine import engine_for
+from apolo_node.catalog.migrate import require_head
+from apolo_node.catalog.models import Instance
+from apolo_node.config import Config
+from apolo_node.logs import event, get_logger
+from apolo_node.pseudonym import mapper
+from apolo_node.receive import stable
+from apolo_node.receive.scp import StorageSCP
+from apolo_node.receive.spool import Spool
+from apolo_node.receive.store import InstanceStore
+
+log = get_logger("node")
+
+
+def reconcile_spool(spool: Spool, engine: Engine) -> tuple[int, int]:
+    """Delete scraps in tmp/ and incoming files with no catalog row; return both counts."""
+    scraps = spool.clear_tmp()
+    with engine.connect() as conn:
+        known = set(conn.execute(select(Instance.path)).scalars())
+        conn.rollback()
+    orphans = [p for p in spool.incoming_files() if p not in known]
+    for rel in orphans:
+        spool.remove(rel)
+    return scraps, len(orphans)
+
+
+class Node:
+    """Everything ``apolo-node serve`` runs, built from one configuration."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.engine = engine_for(cfg)
+        require_head(self.engine)
+        self.spool = Spool(cfg.spool_root)
+        self.store = InstanceStore(self.spool, self.engine, mapper(cfg))
+        self.scp = StorageSCP(cfg.receive, self.store)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        scraps, orphans = reconcile_spool(self.spool, self.engine)
+        event(log, "node.starting", scraps_removed=scraps, unacknowledged_removed=orphans)
+        self.scp.start()
+        watcher = threading.Thread(
+            target=stable.watch,
+            args=(self.engine, self.cfg.receive.stable_after, self.cfg.worker.poll_interval, self._stop),
+            name="stable-watch",
+            daemon=True,
+        )
+        watcher.start()
+        self._threads.append(watcher)
+
+    def stop(self) -> None:
+        """Stop taking associations, finish those in flight, stop the workers."""
+        self._stop.set()
+        aborted = self.scp.stop()
+        for t in self._threads:
+            t.join(timeout=10)
+        self.engine.dispose()
+        event(log, "node.stopped", aborted=aborted)
+
+    def run_until_signalled(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop cleanly."""
+        done = threading.Event()
+
+        def _signal(signum: int, _frame: FrameType | None) -> None:
+            event(log, "node.signal", signal=signal.Signals(signum).name)
+            done.set()
+
+        previous = {s: signal.signal(s, _signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            done.wait()
+        finally:
+            self.stop()
+            for s, h in previous.items():
+                signal.signal(s, h)

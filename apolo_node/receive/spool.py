@@ -1,0 +1,80 @@
+"""The incoming spool: files written whole or not at all.
+
+A file is written under ``tmp/``, fsynced, renamed into ``incoming/<study>/<sop>.dcm`` and the
+folder fsynced, so after a crash a file in ``incoming/`` is complete, and ``tmp/`` holds only
+scraps of instances that were never acknowledged. Names are pseudonymous UIDs only.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+INCOMING = "incoming"
+TMP = "tmp"
+
+
+class Spool:
+    """The spool folders under one root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.incoming = self.root / INCOMING
+        self.tmp = self.root / TMP
+        for folder in (self.root, self.incoming, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def relative_path(self, study_uid: str, sop_instance_uid: str) -> str:
+        """Where an instance lives, relative to the root (pseudonymous UIDs only)."""
+        for uid in (study_uid, sop_instance_uid):
+            if not uid or "/" in uid or uid.startswith("."):
+                raise ValueError(f"not a pseudonymous UID usable as a file name: {uid!r}")
+        return f"{INCOMING}/{study_uid}/{sop_instance_uid}.dcm"
+
+    def write(self, relative: str, data: bytes) -> Path:
+        """Write ``data`` durably at ``relative``; on any error nothing is left behind."""
+        target = self.root / relative
+        tmp = self.tmp / f"{secrets.token_hex(8)}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            parent = target.parent
+            if not parent.exists():
+                parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _fsync_dir(parent.parent)
+            os.replace(tmp, target)
+            _fsync_dir(parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return target
+
+    def remove(self, relative: str) -> None:
+        (self.root / relative).unlink(missing_ok=True)
+
+    def clear_tmp(self) -> int:
+        """Delete scraps left in ``tmp/`` by a crash; they were never acknowledged."""
+        count = 0
+        for scrap in self.tmp.glob("*.part"):
+            scrap.unlink(missing_ok=True)
+            count += 1
+        return count
+
+    def incoming_files(self) -> list[str]:
+        """Every file in ``incoming/``, relative to the root."""
+        return sorted(p.relative_to(self.root).as_posix() for p in self.incoming.glob("*/*.dcm"))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

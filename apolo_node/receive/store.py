@@ -1,0 +1,238 @@
+"""Storing one instance: check it, pseudonymise its UIDs, spool it durably, catalogue it.
+
+Shared by the C-STORE handler and ``apolo-node ingest``, so both paths obey the same rule:
+success only once the file is fsynced in the spool and its row committed; anything else is a
+failure status with a comment that names the rule broken and never a value from the dataset.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from io import BytesIO
+
+from pydicom import dcmread
+from pydicom.filereader import data_element_generator
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from sqlalchemy import Engine
+
+from apolo_node.catalog.records import InstanceRecord, instance_exists, record_instance
+from apolo_node.logs import event, get_logger
+from apolo_node.pseudonym import UIDMapper
+from apolo_node.receive.spool import Spool
+
+log = get_logger("receive")
+UNDEFINED_LENGTH = 0xFFFFFFFF
+PREAMBLE_AND_PREFIX = 132
+GROUP_LENGTH_ELEMENT = 12  # (0002,0000) UL, explicit VR: tag, VR, length, value
+REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+
+
+class StoreStatus(enum.IntEnum):
+    """The C-STORE statuses this node returns (PS3.4 GG.4-1)."""
+
+    SUCCESS = 0x0000
+    OUT_OF_RESOURCES = 0xA700
+    DATASET_MISMATCH = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What happened to one instance; ``comment`` never holds a dataset value."""
+
+    status: StoreStatus
+    comment: str = ""
+    study_uid: str | None = None
+    sop_instance_uid: str | None = None
+    duplicate: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == StoreStatus.SUCCESS
+
+
+class UnreadableDataset(ValueError):
+    """The bytes are not a complete, usable DICOM dataset; the message says which rule failed."""
+
+
+@dataclass(frozen=True)
+class Identifiers:
+    """The original UIDs and modality of a dataset (PHI side: never log these)."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    modality: str | None
+
+
+def read_identifiers(raw: bytes) -> Identifiers:
+    """Parse a Part 10 byte stream far enough to know it is whole and what it is."""
+    try:
+        ds = dcmread(BytesIO(raw), defer_size=256)
+    except Exception as exc:  # pydicom raises many types for bad input
+        raise UnreadableDataset(f"not a decodable DICOM Part 10 stream ({type(exc).__name__})") from None
+    _check_complete(ds, raw)
+    values: dict[str, str] = {}
+    for keyword in REQUIRED_UIDS:
+        try:
+            value = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
+        except Exception:
+            raise UnreadableDataset(f"{keyword} cannot be decoded") from None
+        if not value:
+            raise UnreadableDataset(f"{keyword} is missing or empty")
+        if not UID(value).is_valid:
+            raise UnreadableDataset(f"{keyword} is not a valid UID")
+        values[keyword] = value
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    if not syntax:
+        raise UnreadableDataset("file meta has no TransferSyntaxUID")
+    try:
+        modality = str(ds.get("Modality", "") or "").strip()[:16] or None
+    except Exception:
+        modality = None
+    return Identifiers(
+        values["StudyInstanceUID"],
+        values["SeriesInstanceUID"],
+        values["SOPInstanceUID"],
+        values["SOPClassUID"],
+        syntax,
+        modality,
+    )
+
+
+def _check_complete(ds: Dataset, raw: bytes) -> None:
+    """Refuse a stream cut short: walk every top-level element and check it lies inside it."""
+    meta = ds.file_meta
+    syntax = UID(str(meta.get("TransferSyntaxUID", "")))
+    group_length = meta.get("FileMetaInformationGroupLength")
+    if syntax == DeflatedExplicitVRLittleEndian or group_length is None or not syntax.is_transfer_syntax:
+        return
+    fp = BytesIO(raw)
+    fp.seek(PREAMBLE_AND_PREFIX + GROUP_LENGTH_ELEMENT + int(group_length))
+    try:
+        for elem in data_element_generator(
+            fp, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=256
+        ):
+            if elem.length != UNDEFINED_LENGTH and elem.value_tell + elem.length > len(raw):
+                raise UnreadableDataset(f"data set is truncated inside element {elem.tag}")
+    except UnreadableDataset:
+        raise
+    except Exception as exc:
+        raise UnreadableDataset(f"data set is malformed or truncated ({type(exc).__name__})") from None
+
+
+class InstanceStore:
+    """Turns received bytes into a durable spool file and a catalog row, or a failure status."""
+
+    def __init__(self, spool: Spool, engine: Engine, mapper: UIDMapper) -> None:
+        self.spool = spool
+        self.engine = engine
+        self.mapper = mapper
+
+    def store(
+        self,
+        raw: bytes,
+        *,
+        calling_aet: str | None = None,
+        affected_sop_class: str | None = None,
+        affected_sop_instance: str | None = None,
+    ) -> StoreResult:
+        """Store one Part 10 byte stream; never raises."""
+        try:
+            result = self._store(raw, calling_aet, affected_sop_class, affected_sop_instance)
+        except Exception as exc:  # the network loop must never see an exception
+            log.error(
+                "instance.failed",
+                exc_info=True,
+                extra={"fields": {"status": hex(StoreStatus.OUT_OF_RESOURCES)}},
+            )
+            result = StoreResult(
+                StoreStatus.OUT_OF_RESOURCES, f"internal error ({type(exc).__name__})"
+            )
+        level = logging.INFO if result.ok else logging.WARNING
+        event(
+            log,
+            "instance.duplicate" if result.duplicate else (
+                "instance.stored" if result.ok else "instance.refused"
+            ),
+            level,
+            status=f"0x{result.status:04X}",
+            comment=result.comment or None,
+            study_uid=result.study_uid,
+            sop_instance_uid=result.sop_instance_uid,
+            calling_aet=calling_aet,
+            size=len(raw),
+        )
+        return result
+
+    def _store(
+        self,
+        raw: bytes,
+        calling_aet: str | None,
+        affected_sop_class: str | None,
+        affected_sop_instance: str | None,
+    ) -> StoreResult:
+        try:
+            ids = read_identifiers(raw)
+        except UnreadableDataset as exc:
+            return StoreResult(StoreStatus.CANNOT_UNDERSTAND, str(exc))
+        if affected_sop_class and affected_sop_class != ids.sop_class_uid:
+            return StoreResult(
+                StoreStatus.DATASET_MISMATCH,
+                "SOPClassUID differs from the command's Affected SOP Class UID",
+            )
+        if affected_sop_instance and affected_sop_instance != ids.sop_instance_uid:
+            return StoreResult(
+                StoreStatus.CANNOT_UNDERSTAND,
+                "SOPInstanceUID differs from the command's Affected SOP Instance UID",
+            )
+        study, sop = self.mapper(ids.study_uid), self.mapper(ids.sop_instance_uid)
+        if instance_exists(self.engine, sop):
+            return StoreResult(StoreStatus.SUCCESS, "", study, sop, duplicate=True)
+        relative = self.spool.relative_path(study, sop)
+        try:
+            self.spool.write(relative, raw)
+        except OSError as exc:
+            return StoreResult(
+                StoreStatus.OUT_OF_RESOURCES,
+                f"spool write failed ({exc.__class__.__name__} errno {exc.errno})",
+                study,
+                sop,
+            )
+        record = InstanceRecord(
+            study_uid=study,
+            series_uid=self.mapper(ids.series_uid),
+            sop_instance_uid=sop,
+            sop_class_uid=ids.sop_class_uid,
+            transfer_syntax_uid=ids.transfer_syntax_uid,
+            modality=ids.modality,
+            path=relative,
+            size=len(raw),
+            calling_aet=calling_aet,
+        )
+        try:
+            new = record_instance(self.engine, record)
+        except Exception as exc:
+            self._forget(relative, sop)
+            return StoreResult(
+                StoreStatus.OUT_OF_RESOURCES,
+                f"catalog unavailable ({type(exc).__name__})",
+                study,
+                sop,
+            )
+        return StoreResult(StoreStatus.SUCCESS, "", study, sop, duplicate=not new)
+
+    def _forget(self, relative: str, sop: str) -> None:
+        """Remove a spooled file whose row could not be written, unless another writer's row owns it."""
+        try:
+            if instance_exists(self.engine, sop):
+                return
+        except Exception:
+            pass  # catalog down: the file is not acknowledged, so it must go
+        self.spool.remove(relative)
