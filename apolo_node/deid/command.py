@@ -1,0 +1,168 @@
+"""``apolo-node deid IN OUT``: de-identify files and folders with the configured profile.
+
+Each DICOM file is read (any transfer syntax; Pixel Data passes through untouched), cleaned,
+checked by :func:`verify_deidentified` and only then written, atomically, as
+``OUT/<study>/<series>/<instance>.dcm`` with pseudonymous UIDs as the only names. A file that
+cannot be read, cleaned or verified is never written to OUT: it is reported, with a reason that
+holds no PHI, and copied to the quarantine folder when the caller gives one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from apolo_node.config import Config
+from apolo_node.deid.actions import Deidentifier
+from apolo_node.deid.verify import PHILeakError, encode, verify_deidentified
+
+MEDIA_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
+
+
+class DeidError(Exception):
+    """An instance could not be de-identified; the message holds no PHI."""
+
+
+@dataclass(frozen=True)
+class CleanInstance:
+    """One de-identified instance, verified, with the bytes to write and where they go."""
+
+    dataset: Dataset
+    encoded: bytes
+    relative_path: Path  # <study>/<series>/<sop>.dcm, pseudonymous UIDs only
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What became of one input file. ``source`` is the caller's own path, shown only to them."""
+
+    source: Path
+    status: Literal["written", "quarantined", "skipped"]
+    reason: str = ""  # never holds a value from the file
+    output: Path | None = None
+
+
+@dataclass
+class DeidSummary:
+    """Counts and per-file outcomes of one ``deid`` run."""
+
+    written: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    outcomes: list[FileOutcome] = field(default_factory=list)
+
+    def add(self, outcome: FileOutcome) -> None:
+        self.outcomes.append(outcome)
+        setattr(self, outcome.status, getattr(self, outcome.status) + 1)
+
+    @property
+    def reasons(self) -> dict[Path, str]:
+        """Source path -> reason, for the files not written."""
+        return {o.source: o.reason for o in self.outcomes if o.status != "written"}
+
+
+def clean_instance(ds: Dataset, deidentifier: Deidentifier) -> CleanInstance:
+    """De-identify, encode and verify one instance; raise DeidError (no PHI) on any failure."""
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if not str(ds.get(keyword, "") or "").strip():
+            raise DeidError(f"{keyword} is missing or empty; the instance cannot be named")
+    try:
+        out = deidentifier(ds)
+        encoded = encode(out)
+    except Exception as exc:  # pydicom messages may quote values: keep only the kind
+        raise DeidError(f"could not de-identify: {type(exc).__name__}") from None
+    try:
+        verify_deidentified(ds, out, deidentifier.profile, encoded)
+    except PHILeakError as exc:  # its message names tags and paths only
+        raise DeidError(str(exc)) from None
+    except Exception as exc:
+        raise DeidError(f"could not verify: {type(exc).__name__}") from None
+    path = Path(str(out.StudyInstanceUID), str(out.SeriesInstanceUID), f"{out.SOPInstanceUID}.dcm")
+    return CleanInstance(dataset=out, encoded=encoded, relative_path=path)
+
+
+def deidentify_paths(
+    inputs: list[Path], out_dir: Path, cfg: Config, quarantine_dir: Path | None = None
+) -> DeidSummary:
+    """De-identify every file under ``inputs`` into ``out_dir``; see the module docstring.
+
+    Non-DICOM files (and DICOMDIRs) are skipped; unreadable or unverifiable ones quarantined.
+    """
+    deidentifier = Deidentifier.from_config(cfg)
+    summary = DeidSummary()
+    out_dir = Path(out_dir)
+    avoid = [p.resolve() for p in (out_dir, quarantine_dir) if p is not None]
+    for source in _files(inputs, avoid):
+        summary.add(_one(source, out_dir, deidentifier, quarantine_dir))
+    return summary
+
+
+def _files(inputs: list[Path], avoid: list[Path]) -> Iterator[Path]:
+    for top in inputs:
+        top = Path(top)
+        if top.is_file():
+            yield top
+            continue
+        if not top.is_dir():
+            raise FileNotFoundError(f"input {top} is neither a file nor a folder")
+        for folder, dirs, names in os.walk(top):
+            here = Path(folder)
+            dirs[:] = sorted(d for d in dirs if (here / d).resolve() not in avoid)
+            for name in sorted(names):
+                yield here / name
+
+
+def _one(source: Path, out_dir: Path, deidentifier: Deidentifier, quarantine: Path | None) -> FileOutcome:
+    try:
+        ds = dcmread(source)
+    except InvalidDicomError:
+        return FileOutcome(source, "skipped", "not a DICOM Part 10 file")
+    except Exception as exc:
+        return _quarantine(source, f"unreadable: {type(exc).__name__}", quarantine)
+    if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY_STORAGE:
+        return FileOutcome(source, "skipped", "DICOMDIR (media directory), not an instance")
+    try:
+        clean = clean_instance(ds, deidentifier)
+    except DeidError as exc:
+        return _quarantine(source, str(exc), quarantine)
+    target = out_dir / clean.relative_path
+    _write_atomic(target, clean.encoded)
+    return FileOutcome(source, "written", output=target)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".dcm")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _quarantine(source: Path, reason: str, quarantine: Path | None) -> FileOutcome:
+    """Report a file not written; copy it and a reason file into ``quarantine`` if given.
+
+    The copy is named by a hash of its bytes, never by its (possibly identifying) name.
+    """
+    if quarantine is None:
+        return FileOutcome(source, "quarantined", reason)
+    quarantine.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:32]
+    target = quarantine / f"{digest}.dcm"
+    shutil.copyfile(source, target)
+    (quarantine / f"{digest}.reason.txt").write_text(f"{reason}\n", encoding="utf-8")
+    return FileOutcome(source, "quarantined", reason, output=target)
