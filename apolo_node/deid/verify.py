@@ -37,6 +37,9 @@ PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 )
+# Kept values of these VRs are codes, dates, times and numbers: a PHI value equal to one of them
+# as a whole (a newborn's birth date equal to a kept study date) proves nothing when it shows up.
+CODED_VRS = frozenset({"AS", "CS", "DA", "DS", "DT", "IS", "TM"})
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 TRIVIAL = frozenset(
     {str(v).upper() for v in DUMMY_BY_VR.values() if isinstance(v, str)}
@@ -84,18 +87,21 @@ class _Phi:
         return max(haystack.find(n) for n in self.needles)
 
 
-def _walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, Dataset, BaseTag, str]]:
-    """(path, dataset, tag, vr) for every element at every depth, sequences before their items."""
+Creators = dict[tuple[int, int], str]
+
+
+def _walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, Dataset, Creators, BaseTag, str]]:
+    """(path, dataset, its private creators, tag, vr) for every element at every depth."""
     creators = private_creators(ds)
     for tag in list(ds.keys()):
         vr = element_vr(ds, tag)
-        yield path, ds, tag, vr
+        yield path, ds, creators, tag, vr
         if vr == "SQ":
             for i, item in enumerate(ds[tag].value or []):
                 yield from _walk(item, f"{path}{_label(tag, creators)}[{i}].")
 
 
-def _label(tag: BaseTag, creators: dict[tuple[int, int], str]) -> str:
+def _label(tag: BaseTag, creators: Creators) -> str:
     name = keyword_for_tag(tag) or ("private" if tag.is_private else "unknown")
     return f"{name}({tag.group:04X},{tag.element:04X})"
 
@@ -136,13 +142,12 @@ def phi_values(original: Dataset, profile: Profile) -> list[_Phi]:
     """Every identifying value of ``original`` under ``profile``, each with where it came from."""
     kept_codes = set()
     found: dict[str, _Phi] = {}
-    for path, ds, tag, vr in _walk(original):
+    for path, ds, creators, tag, vr in _walk(original):
         if vr == "SQ" or int(tag) in PIXEL_TAGS:
             continue
-        creators = private_creators(ds)
         action = profile.action_for(tag, vr, creator_of(creators, tag))
         if action is Action.KEEP or action is Action.SAFE_PRIVATE:
-            if vr == "CS":
+            if vr in CODED_VRS:
                 kept_codes.update(t.strip().lower() for t in _texts(ds[tag].value, vr))
             continue
         for text in _texts(ds[tag].value, vr):
@@ -157,7 +162,7 @@ def _output_texts(output: Dataset) -> Iterator[tuple[str, str]]:
     meta = getattr(output, "file_meta", None)
     sources = [("file meta.", meta)] if meta is not None else []
     for prefix, ds in sources + [("", output)]:
-        for path, item, tag, vr in _walk(ds):
+        for path, item, creators, tag, vr in _walk(ds):
             if vr == "SQ" or int(tag) in PIXEL_TAGS:
                 continue
             value = item[tag].value
@@ -166,7 +171,7 @@ def _output_texts(output: Dataset) -> Iterator[tuple[str, str]]:
             else:
                 texts = _texts(value, vr) if vr in TEXT_VRS else []
             for text in texts:
-                yield f"{prefix}{path}{_label(tag, private_creators(item))}", text.lower()
+                yield f"{prefix}{path}{_label(tag, creators)}", text.lower()
 
 
 def encode(ds: Dataset) -> bytes:
