@@ -1,0 +1,76 @@
+"""The module table of shared/design.md, held by reading every import of the package."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "apolo_node"
+
+# module -> the modules of ours it may import (design.md, plus the small shared helpers:
+# `logs` and `pseudonym` (keyed UIDs, needed on the PHI side to name files and rows).
+ALLOWED: dict[str, set[str]] = {
+    "config": set(),
+    "logs": set(),
+    "pseudonym": {"config"},
+    "catalog": {"config", "logs"},
+    "receive": {"config", "catalog", "logs", "pseudonym"},
+    "deid": {"config", "catalog", "logs", "pseudonym"},
+    "imaging": set(),
+    "vision": {"config", "imaging", "logs"},
+    "sr": set(),
+    "reasoning": {"config", "catalog", "logs"},
+    "send": {"config", "catalog", "logs", "deid.vault"},
+    "pipeline": {"*"},
+    "cli": {"*"},
+}
+PHI_SIDE = {"receive", "deid"}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Our top-level modules (or deid.vault) that a file imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] != "apolo_node" or len(parts) < 2:
+                continue
+            found.add("deid.vault" if parts[1:3] == ["deid", "vault"] else parts[1])
+    return found
+
+
+def owner(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0].removesuffix(".py")
+
+
+FILES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_each_module_imports_only_what_the_design_allows(path: Path) -> None:
+    me = owner(path)
+    assert me in ALLOWED, f"{me} is not in the module table: add it to design and to this test"
+    allowed = ALLOWED[me]
+    if "*" in allowed:
+        return
+    for imported in imports_of(path) - {me}:
+        if imported == "deid.vault" and me == "deid":
+            continue
+        base = imported.split(".")[0]
+        assert imported in allowed or (base in allowed and imported != "deid.vault"), (
+            f"{path.relative_to(PACKAGE)} imports apolo_node.{imported}; {me} may import only "
+            f"{sorted(allowed) or 'nothing of ours'}"
+        )
+
+
+def test_the_stages_after_the_wall_never_reach_the_phi_side() -> None:
+    for stage in ("vision", "reasoning", "imaging", "sr"):
+        assert not (ALLOWED[stage] & (PHI_SIDE | {"deid.vault"})), stage
