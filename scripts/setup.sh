@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Everything apolo-node needs on a fresh Debian machine, from the project's own files.
+#   scripts/setup.sh          the node: a virtual environment in .venv with apolo-node
+#   scripts/setup.sh --test   also the test peers (dcmtk, Orthanc, PostgreSQL, dicom3tools)
+#                             and the test and model extras (torch 2.13.0 CPU, transformers)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+debs=(python3-venv)
+if (( want_test )); then
+  debs+=(dcmtk orthanc postgresql dicom3tools)
+fi
+missing=()
+for pkg in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if (( ${#missing[@]} )); then
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  as_root apt-get update -qq
+  # Installing orthanc/postgresql must not start their system services (we start our own).
+  policy=/usr/sbin/policy-rc.d
+  added_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod +x "$policy"
+    added_policy=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  (( added_policy )) && as_root rm -f "$policy"
+fi
+
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$python" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+if (( want_test )); then
+  # torch 2.13.0 is the CPU build on this machine's disk; an unpinned torch pulls CUDA (GBs).
+  "${pip[@]}" "torch==2.13.0"
+  "${pip[@]}" -e ".[test,ml,postgres]"
+else
+  "${pip[@]}" -e .
+fi
