@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator, Literal
 
 from pydicom import dcmread
+from pydicom.config import disable_value_validation
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -122,6 +123,13 @@ def _files(inputs: list[Path], avoid: list[Path]) -> Iterator[Path]:
 
 
 def _one(source: Path, out_dir: Path, deidentifier: Deidentifier, quarantine: Path | None) -> FileOutcome:
+    with disable_value_validation():  # pydicom's warnings quote the invalid (identifying) value
+        return _deidentify_file(source, out_dir, deidentifier, quarantine)
+
+
+def _deidentify_file(
+    source: Path, out_dir: Path, deidentifier: Deidentifier, quarantine: Path | None
+) -> FileOutcome:
     try:
         ds = dcmread(source)
     except InvalidDicomError:

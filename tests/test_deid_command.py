@@ -1,0 +1,155 @@
+"""``deidentify_paths``: the back end of ``apolo-node deid IN OUT``, on real files."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import ImplicitVRLittleEndian, RLELossless, generate_uid
+
+from apolo_node import config
+from apolo_node.deid import Deidentifier, deidentify_paths
+from apolo_node.deid import actions
+from tests.synthetic import ct_slice, new_marker, write_study
+
+KEY = "test-key-0123456789abcdef"
+UID_NAME = re.compile(r"2\.25\.\d+")
+
+
+def cfg(*options: str) -> config.Config:
+    deid = {"key": KEY}
+    if options:
+        deid["options"] = list(options)
+    return config.replace(config.Config(), deid=deid)
+
+
+def all_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def test_a_study_is_written_under_pseudonymous_names_with_no_marker(tmp_path):
+    study = write_study(tmp_path / "in", series=2, per_series=2)
+    marker = study.markers[0]
+    (tmp_path / "in" / "notes.txt").write_text(f"{marker} is not DICOM")
+    out, quarantine = tmp_path / "out", tmp_path / "quarantine"
+    summary = deidentify_paths([tmp_path / "in"], out, cfg(), quarantine)
+    assert (summary.written, summary.quarantined, summary.skipped) == (4, 0, 1)
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    assert len(files) == 4
+    for path in files:
+        rel = path.relative_to(out).parts
+        assert len(rel) == 3 and all(UID_NAME.fullmatch(p.removesuffix(".dcm")) for p in rel)
+        ds = dcmread(path)
+        assert ds.PatientIdentityRemoved == "YES"
+        assert str(ds.SOPInstanceUID) == rel[2].removesuffix(".dcm")
+    assert marker.encode() not in all_bytes(out).upper()
+    assert marker not in "".join(str(p) for p in out.rglob("*"))
+    assert len({dcmread(p).StudyInstanceUID for p in files}) == 1
+    assert not quarantine.exists()
+    assert summary.reasons == {tmp_path / "in" / "notes.txt": "not a DICOM Part 10 file"}
+
+
+def test_unreadable_and_unverifiable_files_are_quarantined_not_written(tmp_path, monkeypatch):
+    study = write_study(tmp_path / "in", series=1, per_series=2)
+    marker = study.markers[0]
+    broken = tmp_path / "in" / f"{marker}.dcm"
+    broken.write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff" + marker.encode())
+    leaky = actions.Deidentifier.__call__
+
+    def leaking(self, ds):
+        out = leaky(self, ds)
+        out.ImageComments = f"for {ds.ReferringPhysicianName}"
+        return out
+
+    monkeypatch.setattr(actions.Deidentifier, "__call__", leaking)
+    out, quarantine = tmp_path / "out", tmp_path / "quarantine"
+    summary = deidentify_paths([tmp_path / "in"], out, cfg(), quarantine)
+    assert (summary.written, summary.quarantined, summary.skipped) == (0, 3, 0)
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+    reasons = sorted(p.read_text() for p in quarantine.glob("*.reason.txt"))
+    assert len(reasons) == 3 and len(list(quarantine.glob("*.dcm"))) == 3
+    assert any("ReferringPhysicianName" in r and "ImageComments" in r for r in reasons)
+    assert any(r.startswith(("unreadable", "StudyInstanceUID is missing")) for r in reasons), reasons
+    assert not any(marker in r for r in reasons + list(summary.reasons.values()))
+    assert not any(marker in p.name for p in quarantine.iterdir())
+
+
+def test_missing_instance_uid_is_reported_without_a_quarantine_folder(tmp_path):
+    ds = ct_slice(study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid(), number=1, marker=new_marker())
+    del ds.SOPInstanceUID
+    ds.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+    summary = deidentify_paths([tmp_path / "a.dcm"], tmp_path / "out", cfg(), None)
+    assert summary.quarantined == 1
+    assert summary.reasons[tmp_path / "a.dcm"].startswith("SOPInstanceUID is missing")
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, RLELossless])
+def test_any_transfer_syntax_passes_pixel_data_through(tmp_path, syntax):
+    marker = new_marker()
+    ds = ct_slice(study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid(), number=1, marker=marker)
+    ds.add_new(0x00291010, "LO", "ACME")
+    ds.add_new(0x00291001, "LO", f"{marker} private")
+    if syntax == RLELossless:
+        ds.compress(RLELossless)
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
+    ds.save_as(tmp_path / "in.dcm", enforce_file_format=True)
+    source = dcmread(tmp_path / "in.dcm")
+    summary = deidentify_paths([tmp_path / "in.dcm"], tmp_path / "out", cfg(), None)
+    assert summary.written == 1, summary.reasons
+    written = summary.outcomes[0].output
+    out = dcmread(written)
+    assert out.file_meta.TransferSyntaxUID == syntax
+    assert out.PixelData == source.PixelData
+    assert marker.encode() not in written.read_bytes().upper()
+
+
+def rich_ct(marker: str):
+    """The synthetic CT plus attributes whose combined codes (X/Z/D, Z/D, X/D) matter for validity."""
+    ds = ct_slice(study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid(), number=1, marker=marker)
+    ds.ContentDate, ds.ContentTime = "20260102", "101500"
+    ds.AcquisitionDate, ds.AcquisitionTime = "20260102", "101400"
+    ds.SeriesDate, ds.SeriesTime = "20260102", "101300"
+    ds.InstanceCreationDate, ds.InstanceCreationTime = "20260102", "101600"
+    ds.OperatorsName = f"{marker}^OP"
+    ds.StationName = f"{marker}ST"[:16]
+    ds.DeviceSerialNumber = f"{marker}SN"
+    ds.ProtocolName = f"{marker} protocol"
+    ds.StudyDescription = f"{marker} study"
+    ds.SeriesDescription = f"{marker} series"
+    ds.PatientAge = "056Y"
+    ds.Manufacturer = "ACME"
+    ds.KVP = "120"
+    ds.AcquisitionNumber = 1
+    ds.PatientPosition = "HFS"
+    ds.PositionReferenceIndicator = ""
+    return ds
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not installed")
+@pytest.mark.parametrize("options", [(), ("clean_pixel_data", "clean_descriptors", "retain_long_modified_dates")])
+def test_cleaned_ct_has_no_more_dciodvfy_errors_than_its_original(tmp_path, options):
+    marker = new_marker()
+    for name, ds in (("plain", ct_slice(study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid(), number=1, marker=marker)), ("rich", rich_ct(marker))):
+        source = tmp_path / f"{name}.dcm"
+        ds.save_as(source, enforce_file_format=True)
+        summary = deidentify_paths([source], tmp_path / f"out-{name}", cfg(*options), None)
+        assert summary.written == 1, summary.reasons
+        before, after = dciodvfy_errors(source), dciodvfy_errors(summary.outcomes[0].output)
+        assert len(after) <= len(before), "\n".join(sorted(set(after) - set(before)))
+
+
+def test_the_default_config_needs_a_key(tmp_path):
+    cfg_ = config.replace(config.Config(), spool={"root": str(tmp_path / "spool")})
+    deid = Deidentifier.from_config(cfg_)  # makes the key file on first use
+    assert (tmp_path / "spool" / "secrets" / "deid.key").exists()
+    assert "key" not in repr(deid).replace("<key hidden>", "")
