@@ -186,3 +186,14 @@ def test_retain_uids_keeps_instance_uid_in_file_meta():
     original = instance(new_marker("M"))
     out = Deidentifier(KEY, ["retain_uids"])(original)
     assert out.file_meta.MediaStorageSOPInstanceUID == original.SOPInstanceUID
+
+
+def test_class_uids_are_kept_even_when_private_and_instance_uids_are_remapped():
+    original = instance(new_marker("M"))
+    private_class = "1.3.12.2.1107.5.9.1"  # a vendor SOP class: not in pydicom's dictionary
+    original.SOPClassUID = private_class
+    original.file_meta.MediaStorageSOPClassUID = private_class
+    original.IrradiationEventUID = "1.3.12.2.1107.5.1.4.12345.1"  # listed, U
+    out = Deidentifier(KEY, DEFAULTS)(original)
+    assert out.SOPClassUID == out.file_meta.MediaStorageSOPClassUID == private_class
+    assert out.IrradiationEventUID.startswith("2.25.")

@@ -106,7 +106,9 @@ RESOLUTION = [
     ([], 0x00111001, "LO", Action.REMOVE),  # private
     ([], 0x00110010, "LO", Action.REMOVE),  # private creator
     ([], 0x00140104, "PN", Action.REMOVE),  # unlisted PN
-    ([], 0x00081150, "UI", Action.REMAP_UID),  # unlisted UI: remapped unless standard
+    ([], 0x0018991E, "UI", Action.REMAP_UID),  # unlisted Target Frame of Reference UID
+    ([], 0x00081150, "UI", Action.KEEP),  # unlisted Referenced SOP Class UID: names a kind
+    ([], 0x00080016, "UI", Action.KEEP),  # SOP Class UID
     ([], 0x00140102, "DA", Action.EMPTY),  # unlisted DA: like X/Z
     (["retain_long_modified_dates"], 0x00140102, "DA", Action.SHIFT_DATE),
     ([], 0x00280010, "US", Action.KEEP),  # Rows

@@ -19,7 +19,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from apolo_node.config import Config
@@ -46,7 +46,6 @@ DUMMY_BY_VR: dict[str, Any] = {
     **{vr: 0.0 for vr in ("FL", "FD")},
     **{vr: b"\x00\x00" for vr in ("OB", "OD", "OF", "OL", "OV", "OW", "UN")},
 }
-TRAILING_TAGS = (0x7FE00010,)
 
 
 def is_standard_uid(value: str) -> bool:

@@ -22,7 +22,8 @@ How codes resolve (the rule we document and test):
   (zero length is valid for Type 2 and Type 3); otherwise ``X``.
 * Attributes the table does not list: private ones follow the table's private row; every element
   of the 50xx (curves) and 60xx (overlays) groups, group lengths and trailing padding are
-  removed; PN values are removed; UI values are remapped (standard UIDs are kept); DA, DT and TM
+  removed; PN values are removed; UI values are remapped (standard UIDs, and the UIDs of
+  those :func:`names_a_kind` finds, such as SOP Class UID, are kept); DA, DT and TM
   values are treated like ``X/Z`` dates (so shifted or kept by the date options); the rest is kept.
 """
 
@@ -56,6 +57,20 @@ REQUIRED_TYPE_1 = frozenset(
         0x00100020,  # Patient ID: replaced by the patient pseudonym
     }
 )
+
+# Unlisted UI attributes that name a kind of thing (SOP class, transfer syntax, coding scheme,
+# software), not an instance: kept even when the UID is private, or the object loses its meaning.
+# Matched on pydicom's keyword: "...ClassUID...", "...TransferSyntax...", and these.
+KIND_UID_KEYWORDS = frozenset(
+    {"CodingSchemeUID", "ContextUID", "MappingResourceUID", "ContextGroupExtensionCreatorUID", "CreatorVersionUID"}
+)
+
+
+def names_a_kind(tag: int) -> bool:
+    """Whether an unlisted UI attribute holds a class/syntax/scheme UID rather than an instance's."""
+    keyword = keyword_for_tag(tag)
+    return "ClassUID" in keyword or "TransferSyntax" in keyword or keyword in KIND_UID_KEYWORDS
+
 
 # PS3.15 E.3.10 safe private attributes we keep under retain_safe_private: (group, private
 # creator, element byte). A short list of numeric diffusion parameters from Table E.3.10-1.
@@ -239,7 +254,7 @@ class Profile:
         if vr == "PN":
             return Action.REMOVE
         if vr == "UI":
-            return Action.REMAP_UID
+            return Action.KEEP if names_a_kind(int(tag)) else Action.REMAP_UID
         if vr in TEMPORAL_VRS:
             return self._resolve(
                 "X/Z",

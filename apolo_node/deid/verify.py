@@ -9,6 +9,7 @@ Its error names the attribute and where it sits, never the value.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Iterator
@@ -142,7 +143,9 @@ def phi_values(original: Dataset, profile: Profile) -> list[_Phi]:
     """Every identifying value of ``original`` under ``profile``, each with where it came from."""
     kept_codes = set()
     found: dict[str, _Phi] = {}
-    for path, ds, creators, tag, vr in _walk(original):
+    meta = getattr(original, "file_meta", None)
+    walks = [_walk(meta, "file meta.")] if meta is not None else []
+    for path, ds, creators, tag, vr in itertools.chain(*walks, _walk(original)):
         if vr == "SQ" or int(tag) in PIXEL_TAGS:
             continue
         action = profile.action_for(tag, vr, creator_of(creators, tag))
