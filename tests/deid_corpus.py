@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
 from pydicom.datadict import dictionary_VR
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage
 
 from apolo_node.deid.profile import load_rows
+from tests.synthetic import ct_slice
 
 DATE = "19371122"
 DATETIME = "19371122083015.123456"
@@ -141,7 +141,12 @@ def corpus_instance(
     referenced_sop_uid: str | None = None,
 ) -> Dataset:
     """A CT instance holding the whole corpus at depths 0 to 3, plus real identifying UIDs."""
-    ds = planted(marker)
+    ds = ct_slice(
+        study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, number=1, marker=marker, rows=8, columns=8
+    )
+    for elem in planted(marker):
+        if elem.tag not in ds:
+            ds.add(elem)
     ds.update(private_block(marker))
     ds.update(overlays_and_curves(marker))
     holder = ds
@@ -150,29 +155,11 @@ def corpus_instance(
         setattr(holder, keyword, [item])
         holder = item
     ds.ReferencedStudySequence = [planted(marker)]  # X/Z: emptied by the Basic Profile
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
     ds.FrameOfReferenceUID = frame_uid
     ds.PatientID = patient_id
-    ds.PatientName = f"{marker}^PATIENT"
     ds.StudyDate = study_date
-    ds.Modality = "CT"
     ref = Dataset()
     ref.ReferencedSOPClassUID = CTImageStorage
     ref.ReferencedSOPInstanceUID = referenced_sop_uid or sop_uid
     ds.ReferencedImageSequence = [ref]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ds.Columns = 8
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.arange(64, dtype=np.uint16).tobytes()
     return ds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -12,23 +13,21 @@ from apolo_node.deid.profile import Action, Option, Profile, load_rows
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference/ps3.15-table-e1-1.json"
 DEFAULTS = ["clean_pixel_data", "clean_descriptors", "retain_long_modified_dates"]
-COLUMNS = {
-    "rtnLongFullDatesOpt": "retain_long_full_dates",
-    "rtnLongModifDatesOpt": "retain_long_modified_dates",
-    "rtnPatCharsOpt": "retain_patient_chars",
-    "rtnDevIdOpt": "retain_device_identity",
-    "rtnInstIdOpt": "retain_institution_identity",
-    "rtnUIDsOpt": "retain_uids",
-    "rtnSafePrivOpt": "retain_safe_private",
-    "cleanDescOpt": "clean_descriptors",
-    "cleanStructContOpt": "clean_structured_content",
-    "cleanGraphOpt": "clean_graphics",
-}
+GENERATOR = Path(__file__).resolve().parents[1] / "scripts/gen_deid_profile.py"
+
+
+def generator_columns() -> dict[str, str]:
+    spec = importlib.util.spec_from_file_location("gen_deid_profile", GENERATOR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.COLUMNS
 
 
 @pytest.mark.skipif(not REFERENCE.exists(), reason="shared reference table not present")
 def test_packaged_table_covers_every_row_of_the_reference():
     reference = json.loads(REFERENCE.read_text(encoding="utf-8"))
+    columns = generator_columns()
+    assert {Option(name) for name in columns.values()}  # every column names one of our options
     ours = {row.tag: row for row in load_rows()}
     assert len(reference) == len(ours) == 621
     for ref in reference:
@@ -36,7 +35,7 @@ def test_packaged_table_covers_every_row_of_the_reference():
         assert tag in ours, ref["tag"]
         row = ours[tag]
         assert row.basic == ref["basicProfile"], ref["tag"]
-        assert row.options == {COLUMNS[k]: ref[k] for k in COLUMNS if k in ref}, ref["tag"]
+        assert row.options == {columns[k]: ref[k] for k in columns if k in ref}, ref["tag"]
 
 
 def test_the_config_defaults_are_known_options():
