@@ -151,6 +151,50 @@ def ingest(
 
 @app.command()
 @clean_errors
+def deid(
+    source: Annotated[Path, typer.Argument(help="a DICOM file or a folder of them", show_default=False)],
+    out: Annotated[Path, typer.Argument(help="folder for the de-identified files", show_default=False)],
+    config: ConfigOption = None,
+    quarantine: Annotated[
+        Path | None,
+        typer.Option(help="keep copies of the files that could not be cleaned here (they hold PHI)"),
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """De-identify files or a folder with the configured PS3.15 profile, on their own."""
+    from apolo_node.deid import Profile, deidentify_paths
+
+    cfg = load_config(config)
+    Profile(cfg.deid.options)  # a bad option name is bad input, before any file is read
+    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
+        raise BadInput(f"OUT {out} must not be inside IN {source}")
+    summary = deidentify_paths([source], out, cfg, quarantine_dir=quarantine)
+    not_written = [o for o in summary.outcomes if o.status == "quarantined"]
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "written": summary.written,
+                    "quarantined": summary.quarantined,
+                    "skipped": summary.skipped,
+                    "outputs": [str(o.output) for o in summary.outcomes if o.status == "written"],
+                    "refused": [{"path": str(o.source), "reason": o.reason} for o in not_written],
+                }
+            )
+        )
+    else:
+        typer.echo(
+            f"written {summary.written}, quarantined {summary.quarantined}, "
+            f"not DICOM {summary.skipped}"
+        )
+        for o in not_written:
+            typer.echo(f"quarantined {o.source}: {o.reason}", err=True)
+    if not_written:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+@clean_errors
 def studies(
     config: ConfigOption = None,
     json_out: JsonOption = False,

@@ -189,3 +189,36 @@ def test_tls_associations_store_and_plain_ones_do_not(tmp_path: Path) -> None:
         assert send_files(cfg.receive.port, study.files, tls_args=(client, "127.0.0.1")) == [0, 0]
         assert catalogued(node) == 2
         assert echoscu(cfg.receive.port).returncode != 0  # plain TCP is not served
+
+
+def test_compressed_instances_are_stored_as_received(cfg: Config, tmp_path: Path) -> None:
+    from pydicom.uid import RLELossless
+
+    study = write_study(tmp_path / "in", series=1, per_series=2)
+    for path in study.files:
+        ds = dcmread(path)
+        ds.compress(RLELossless, generate_instance_uid=False)
+        ds.save_as(path, enforce_file_format=True)
+    mapper = UIDMapper(cfg.deid.key.encode())
+    with running_node(cfg) as node:
+        storescu(study.files, cfg.receive.port, extra_args=["--propose-rle"])
+        assert catalogued(node) == 2
+        for path, sop in zip(study.files, study.sop_uids):
+            spooled = cfg.spool_root / "incoming" / mapper(study.study_uid) / f"{mapper(sop)}.dcm"
+            kept = dcmread(spooled)
+            assert kept.file_meta.TransferSyntaxUID == RLELossless
+            assert kept.PixelData == dcmread(path).PixelData, "compressed bytes kept as sent"
+
+
+def test_associations_beyond_the_maximum_are_rejected(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, receive={"max_associations": 1})
+    with running_node(cfg):
+        ae = AE(ae_title="HOLDER")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        held = ae.associate("127.0.0.1", cfg.receive.port, ae_title="APOLO")
+        assert held.is_established
+        try:
+            assert echoscu(cfg.receive.port).returncode != 0
+        finally:
+            held.release()
+        assert echoscu(cfg.receive.port).returncode == 0

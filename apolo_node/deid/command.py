@@ -24,6 +24,7 @@ from pydicom.errors import InvalidDicomError
 
 from apolo_node.config import Config
 from apolo_node.deid.actions import Deidentifier
+from apolo_node.deid.pixels import pixel_scan_reason
 from apolo_node.deid.verify import PHILeakError, encode, verify_deidentified
 
 MEDIA_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
@@ -76,6 +77,10 @@ def clean_instance(ds: Dataset, deidentifier: Deidentifier) -> CleanInstance:
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         if not str(ds.get(keyword, "") or "").strip():
             raise DeidError(f"{keyword} is missing or empty; the instance cannot be named")
+    reason = pixel_scan_reason(ds)
+    if reason is not None:
+        # Fail closed: burned-in text detection is not built yet (issue 3, pixel part).
+        raise DeidError(f"pixels need a burned-in text scan ({reason}), which this node cannot do yet")
     try:
         out = deidentifier(ds)
         encoded = encode(out)

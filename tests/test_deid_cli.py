@@ -1,0 +1,54 @@
+"""``apolo-node deid IN OUT``: the command people run, and its fail-closed refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydicom import dcmread
+
+from apolo_node.config import Config
+from tests.conftest import make_config
+from tests.nodes import apolo
+from tests.synthetic import write_study
+
+
+def test_deid_writes_clean_files_and_quarantines_what_needs_a_pixel_scan(
+    cfg: Config, tmp_path: Path
+) -> None:
+    study = write_study(tmp_path / "in", series=2, per_series=2)
+    [marker] = study.markers
+    us = dcmread(study.files[0])
+    us.Modality = "US"
+    us.save_as(study.files[0])
+    burned = dcmread(study.files[1])
+    burned.BurnedInAnnotation = "YES"
+    burned.save_as(study.files[1])
+    done = apolo(cfg, "deid", str(tmp_path / "in"), str(tmp_path / "out"), "--json",
+                 "--quarantine", str(tmp_path / "q"))
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["written"], result["quarantined"]) == (2, 2)
+    reasons = " ".join(r["reason"] for r in result["refused"])
+    assert "modality US is always scanned" in reasons and "BurnedInAnnotation YES" in reasons
+    outputs = [Path(p) for p in result["outputs"]]
+    assert len(outputs) == 2
+    for path in outputs:
+        assert marker.encode() not in path.read_bytes()
+        assert marker not in str(path)
+        ds = dcmread(path)
+        assert ds.PatientIdentityRemoved == "YES"
+    assert marker not in done.stdout.replace(str(tmp_path), "")
+    assert marker not in done.stderr
+
+
+def test_deid_refuses_bad_options_and_out_inside_in(tmp_path: Path) -> None:
+    write_study(tmp_path / "in", series=1, per_series=1)
+    cfg = make_config(tmp_path)
+    nested = apolo(cfg, "deid", str(tmp_path / "in"), str(tmp_path / "in" / "out"))
+    assert nested.returncode == 2 and "must not be inside IN" in nested.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[deid]\noptions = ["clean_pixels"]\n')
+    done = apolo(cfg, "deid", str(tmp_path / "in"), str(tmp_path / "out"), "--config", str(bad))
+    assert done.returncode == 2
+    assert "unknown option 'clean_pixels'" in done.stderr
