@@ -96,6 +96,7 @@ def test_kill_9_mid_send_loses_no_acknowledged_instance(tmp_path: Path) -> None:
         sender.wait(timeout=60)
     finally:
         stop_process(sender)
+        stop_process(node.proc, sig=9)
     acknowledged = _acknowledged_sops(sender_log.read_text())
     assert 60 <= len(acknowledged) < 200, "the kill must land mid-send"
     with engine.connect() as conn:
