@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import ssl
 from collections.abc import Iterator
 from io import BytesIO
@@ -222,3 +223,26 @@ def test_associations_beyond_the_maximum_are_rejected(tmp_path: Path) -> None:
         finally:
             held.release()
         assert echoscu(cfg.receive.port).returncode == 0
+
+
+def test_spooled_files_without_rows_are_catalogued_at_start_and_scraps_cleared(
+    cfg: Config, tmp_path: Path
+) -> None:
+    study = write_study(tmp_path / "in", series=1, per_series=3)
+    with running_node(cfg):
+        storescu(study.files, cfg.receive.port)
+    # A second node, same key, whose catalog lost the rows (power loss) but not the files.
+    other = make_config(tmp_path / "b", deid={"key": cfg.deid.key})
+    shutil.copytree(cfg.spool_root / "incoming", other.spool_root / "incoming")
+    junk = other.spool_root / "incoming" / "2.25.1" / "2.25.2.dcm"
+    junk.parent.mkdir()
+    junk.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)
+    scrap = other.spool_root / "tmp" / "0123456789abcdef.part"
+    scrap.parent.mkdir(parents=True, exist_ok=True)
+    scrap.write_bytes(b"half an instance")
+    with running_node(other) as node:
+        assert catalogued(node) == 3
+        assert len(node.spool.incoming_files()) == 3
+        assert not junk.exists() and not scrap.exists()
+        [row] = list_studies(node.engine)
+        assert row.instances == 3

@@ -1,8 +1,8 @@
 """The running node: the SCP, the stable-study watcher, and a clean stop on SIGTERM.
 
 Start-up checks before listening: the catalog is at the newest schema, the spool is writable,
-scraps of unacknowledged instances are cleared, and spooled files with no catalog row (written
-but never acknowledged before a crash) are deleted: the PACS will send them again.
+scraps of unacknowledged instances are cleared, and whole spooled files with no catalog row
+(a crash between the file's rename and its row) are catalogued.
 """
 
 from __future__ import annotations
@@ -27,15 +27,22 @@ from apolo_node.receive.store import InstanceStore
 log = get_logger("node")
 
 
-def reconcile_spool(spool: Spool, engine: Engine) -> tuple[int, int]:
-    """Delete scraps in tmp/ and incoming files with no catalog row; return both counts."""
+def reconcile_spool(spool: Spool, engine: Engine, store: InstanceStore) -> tuple[int, int]:
+    """Clear scraps in tmp/; catalogue complete incoming files that have no row. Both counts.
+
+    A file in incoming/ is whole (it was fsynced before its rename), so one without a row was
+    written just before a crash or a power loss: it is catalogued now, through the same store
+    path as the network (it may also come again from the PACS: kept once, counted once).
+    """
     scraps = spool.clear_tmp()
     with engine.connect() as conn:
         known = set(conn.execute(select(Instance.path)).scalars())
         conn.rollback()
     orphans = [p for p in spool.incoming_files() if p not in known]
     for rel in orphans:
-        spool.remove(rel)
+        result = store.store((spool.root / rel).read_bytes(), calling_aet=None)
+        if not result.ok or spool.relative_path(result.study_uid or "", result.sop_instance_uid or "") != rel:
+            spool.remove(rel)  # unreadable, or named under another key: the PACS resends it
     return scraps, len(orphans)
 
 
@@ -53,8 +60,8 @@ class Node:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        scraps, orphans = reconcile_spool(self.spool, self.engine)
-        event(log, "node.starting", scraps_removed=scraps, unacknowledged_removed=orphans)
+        scraps, orphans = reconcile_spool(self.spool, self.engine, self.store)
+        event(log, "node.starting", scraps_removed=scraps, recatalogued=orphans)
         self.scp.start()
         watcher = threading.Thread(
             target=stable.watch,
