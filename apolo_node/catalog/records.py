@@ -9,7 +9,7 @@ stable again.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, func, insert, select, update
@@ -54,11 +54,21 @@ def instance_path(engine: Engine, sop_instance_uid: str) -> str | None:
     return path
 
 
-def record_instance(engine: Engine, rec: InstanceRecord, now: dt.datetime | None = None) -> bool:
-    """Catalogue one instance; True if new, False if that SOP Instance UID was already there."""
+def record_instance(
+    engine: Engine,
+    rec: InstanceRecord,
+    now: dt.datetime | None = None,
+    before_insert: Callable[[], object] | None = None,
+) -> bool:
+    """Catalogue one instance; True if new, False if that SOP Instance UID was already there.
+
+    ``before_insert`` runs inside the transaction, once the instance is known to be new and
+    before its row is written (the receiver puts the file in place there, so a row never
+    exists without its file); if it raises, nothing is written.
+    """
     for attempt in range(3):
         try:
-            return _record_once(engine, rec, now or utcnow())
+            return _record_once(engine, rec, now or utcnow(), before_insert)
         except IntegrityError:
             # A concurrent writer made the study/series row, or the same instance, first.
             if instance_exists(engine, rec.sop_instance_uid):
@@ -68,12 +78,19 @@ def record_instance(engine: Engine, rec: InstanceRecord, now: dt.datetime | None
     raise AssertionError("unreachable")
 
 
-def _record_once(engine: Engine, rec: InstanceRecord, now: dt.datetime) -> bool:
+def _record_once(
+    engine: Engine,
+    rec: InstanceRecord,
+    now: dt.datetime,
+    before_insert: Callable[[], object] | None,
+) -> bool:
     with engine.begin() as conn:
         if conn.execute(
             select(Instance.id).where(Instance.sop_instance_uid == rec.sop_instance_uid)
         ).first():
             return False
+        if before_insert is not None:
+            before_insert()
         study = conn.execute(
             select(Study.id, Study.status).where(Study.study_uid == rec.study_uid)
         ).first()

@@ -34,7 +34,15 @@ class Spool:
 
     def write(self, relative: str, data: bytes) -> Path:
         """Write ``data`` durably at ``relative``; on any error nothing is left behind."""
-        target = self.root / relative
+        staged = self.stage(data)
+        try:
+            return self.place(staged, relative)
+        except BaseException:
+            self.discard(staged)
+            raise
+
+    def stage(self, data: bytes) -> Path:
+        """Write ``data`` to a new file in ``tmp/`` and fsync it; the caller places or discards it."""
         tmp = self.tmp / f"{secrets.token_hex(8)}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -45,16 +53,24 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            parent = target.parent
-            if not parent.exists():
-                parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                _fsync_dir(parent.parent)
-            os.replace(tmp, target)
-            _fsync_dir(parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        return tmp
+
+    def place(self, staged: Path, relative: str) -> Path:
+        """Rename a staged file to ``relative`` and fsync its folder: from here it survives a crash."""
+        target = self.root / relative
+        parent = target.parent
+        if not parent.exists():
+            parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _fsync_dir(parent.parent)
+        os.replace(staged, target)
+        _fsync_dir(parent)
         return target
+
+    def discard(self, staged: Path) -> None:
+        staged.unlink(missing_ok=True)
 
     def remove(self, relative: str) -> None:
         (self.root / relative).unlink(missing_ok=True)

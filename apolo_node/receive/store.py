@@ -127,6 +127,10 @@ def _check_complete(ds: Dataset, raw: bytes) -> None:
         raise UnreadableDataset(f"data set is malformed or truncated ({type(exc).__name__})") from None
 
 
+def _spool_failed(exc: OSError) -> str:
+    return f"spool write failed ({exc.__class__.__name__} errno {exc.errno})"
+
+
 class InstanceStore:
     """Turns received bytes into a durable spool file and a catalog row, or a failure status."""
 
@@ -193,18 +197,11 @@ class InstanceStore:
                 "SOPInstanceUID differs from the command's Affected SOP Instance UID",
             )
         study, sop = self.mapper(ids.study_uid), self.mapper(ids.sop_instance_uid)
-        if instance_exists(self.engine, sop):
-            return StoreResult(StoreStatus.SUCCESS, "", study, sop, duplicate=True)
         relative = self.spool.relative_path(study, sop)
         try:
-            self.spool.write(relative, raw)
+            staged = self.spool.stage(raw)
         except OSError as exc:
-            return StoreResult(
-                StoreStatus.OUT_OF_RESOURCES,
-                f"spool write failed ({exc.__class__.__name__} errno {exc.errno})",
-                study,
-                sop,
-            )
+            return StoreResult(StoreStatus.OUT_OF_RESOURCES, _spool_failed(exc), study, sop)
         record = InstanceRecord(
             study_uid=study,
             series_uid=self.mapper(ids.series_uid),
@@ -216,16 +213,31 @@ class InstanceStore:
             size=len(raw),
             calling_aet=calling_aet,
         )
+        placed = False
+
+        def place() -> None:
+            nonlocal placed
+            if not placed:  # a retried transaction must not move it twice
+                self.spool.place(staged, relative)
+                placed = True
+
         try:
-            new = record_instance(self.engine, record)
+            new = record_instance(self.engine, record, before_insert=place)
+        except OSError as exc:  # placing the file failed: the transaction wrote nothing
+            self.spool.discard(staged)
+            return StoreResult(StoreStatus.OUT_OF_RESOURCES, _spool_failed(exc), study, sop)
         except Exception as exc:
-            self._forget(relative, sop)
+            self.spool.discard(staged)
+            if placed:
+                self._forget(relative, sop)
             return StoreResult(
                 StoreStatus.OUT_OF_RESOURCES,
                 f"catalog unavailable ({type(exc).__name__})",
                 study,
                 sop,
             )
+        if not placed:
+            self.spool.discard(staged)  # already held: kept once, counted once
         return StoreResult(StoreStatus.SUCCESS, "", study, sop, duplicate=not new)
 
     def _forget(self, relative: str, sop: str) -> None:
