@@ -31,9 +31,6 @@ from apolo_node.logs import event, get_logger
 from apolo_node.receive.store import InstanceStore, StoreStatus
 
 log = get_logger("receive")
-# pynetdicom's transport thread sleeps this long whenever it finds nothing to do (1 ms by
-# default), which adds up to milliseconds of latency per C-STORE on one association.
-DUL_POLL_DELAY = 0.0001
 
 
 class AllowListServer(ThreadedAssociationServer):
@@ -190,7 +187,6 @@ class StorageSCP:
 
     def _on_accepted(self, event_: evt.Event) -> None:
         a = event_.assoc
-        a.dul._run_loop_delay = DUL_POLL_DELAY
         event(
             log, "association.accepted", calling_aet=a.requestor.ae_title.strip(),
             peer=a.requestor.address, thread=threading.current_thread().name,
