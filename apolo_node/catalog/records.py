@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from apolo_node.catalog.models import Instance, Job, JobState, Series, Study, StudyStatus, utcnow
@@ -78,6 +78,27 @@ def record_instance(
     raise AssertionError("unreachable")
 
 
+# Built once: the receiver runs these for every instance, and building them costs more than
+# the SQLite statements themselves.
+_FIND_INSTANCE = select(Instance.id).where(Instance.sop_instance_uid == bindparam("sop"))
+_FIND_STUDY = select(Study.id, Study.status).where(Study.study_uid == bindparam("uid"))
+_FIND_SERIES = select(Series.id).where(Series.series_uid == bindparam("uid"))
+_NEW_STUDY = insert(Study).returning(Study.id)
+_NEW_SERIES = insert(Series).returning(Series.id)
+_NEW_INSTANCE = insert(Instance)
+_TOUCH_STUDY = (
+    update(Study)
+    .where(Study.id == bindparam("sid"))
+    .values(
+        instances=Study.instances + 1,
+        last_received_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        status=StudyStatus.RECEIVING.value,
+        reason=None,
+    )
+)
+
+
 def _record_once(
     engine: Engine,
     rec: InstanceRecord,
@@ -85,64 +106,47 @@ def _record_once(
     before_insert: Callable[[], object] | None,
 ) -> bool:
     with engine.begin() as conn:
-        if conn.execute(
-            select(Instance.id).where(Instance.sop_instance_uid == rec.sop_instance_uid)
-        ).first():
+        if conn.execute(_FIND_INSTANCE, {"sop": rec.sop_instance_uid}).first():
             return False
         if before_insert is not None:
             before_insert()
-        study = conn.execute(
-            select(Study.id, Study.status).where(Study.study_uid == rec.study_uid)
-        ).first()
+        study = conn.execute(_FIND_STUDY, {"uid": rec.study_uid}).first()
         if study is None:
             study_id = conn.execute(
-                insert(Study)
-                .values(
-                    study_uid=rec.study_uid,
-                    status=StudyStatus.RECEIVING.value,
-                    instances=0,
-                    received_at=now,
-                    last_received_at=now,
-                    updated_at=now,
-                )
-                .returning(Study.id)
+                _NEW_STUDY,
+                {
+                    "study_uid": rec.study_uid,
+                    "status": StudyStatus.RECEIVING.value,
+                    "instances": 0,
+                    "received_at": now,
+                    "last_received_at": now,
+                    "updated_at": now,
+                },
             ).scalar_one()
             status = StudyStatus.RECEIVING.value
         else:
             study_id, status = study
-        series_id = conn.execute(
-            select(Series.id).where(Series.series_uid == rec.series_uid)
-        ).scalar()
+        series_id = conn.execute(_FIND_SERIES, {"uid": rec.series_uid}).scalar()
         if series_id is None:
             series_id = conn.execute(
-                insert(Series)
-                .values(study_id=study_id, series_uid=rec.series_uid, modality=rec.modality)
-                .returning(Series.id)
+                _NEW_SERIES,
+                {"study_id": study_id, "series_uid": rec.series_uid, "modality": rec.modality},
             ).scalar_one()
         conn.execute(
-            insert(Instance).values(
-                study_id=study_id,
-                series_id=series_id,
-                sop_instance_uid=rec.sop_instance_uid,
-                sop_class_uid=rec.sop_class_uid,
-                transfer_syntax_uid=rec.transfer_syntax_uid,
-                path=rec.path,
-                size=rec.size,
-                calling_aet=rec.calling_aet,
-                received_at=now,
-            )
+            _NEW_INSTANCE,
+            {
+                "study_id": study_id,
+                "series_id": series_id,
+                "sop_instance_uid": rec.sop_instance_uid,
+                "sop_class_uid": rec.sop_class_uid,
+                "transfer_syntax_uid": rec.transfer_syntax_uid,
+                "path": rec.path,
+                "size": rec.size,
+                "calling_aet": rec.calling_aet,
+                "received_at": now,
+            },
         )
-        conn.execute(
-            update(Study)
-            .where(Study.id == study_id)
-            .values(
-                instances=Study.instances + 1,
-                last_received_at=now,
-                updated_at=now,
-                status=StudyStatus.RECEIVING.value,
-                reason=None,
-            )
-        )
+        conn.execute(_TOUCH_STUDY, {"sid": study_id, "now": now})
         if status != StudyStatus.RECEIVING.value:
             conn.execute(
                 update(Job)
