@@ -22,8 +22,9 @@ def main() -> None:
         upgrade(engine)
         acfg = alembic_config(url)
         count = len(list((Path(acfg.get_main_option("script_location")) / "versions").glob("*.py")))
-        acfg.set_main_option("file_template", f"{count + 1:04d}_%%(slug)s")
-        command.revision(acfg, message=sys.argv[1], autogenerate=True)
+        number = f"{count + 1:04d}"
+        acfg.set_main_option("file_template", f"{number}_%%(slug)s")
+        command.revision(acfg, message=sys.argv[1], autogenerate=True, rev_id=number)
 
 
 if __name__ == "__main__":

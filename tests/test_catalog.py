@@ -147,3 +147,35 @@ def test_many_workers_claim_each_job_exactly_once(engine: Engine) -> None:
     for t in threads:
         t.join()
     assert len(claimed) == 12 and len(set(claimed)) == 12
+
+
+def test_migrations_upgrade_rows_in_place_and_downgrade_to_nothing(catalog_url: str) -> None:
+    from sqlalchemy import text
+
+    from apolo_node.catalog.migrate import upgrade
+
+    eng = make_engine(catalog_url)
+    upgrade(eng, "0001")
+    with eng.begin() as conn:  # a row as the 0001 schema had it
+        now = {"t": utcnow()}
+        conn.execute(text(
+            "INSERT INTO study (id, study_uid, status, instances, received_at, last_received_at,"
+            " updated_at) VALUES (1, '2.25.8', 'receiving', 1, :t, :t, :t)"), now)
+        conn.execute(text("INSERT INTO series (id, study_id, series_uid) VALUES (1, 1, '2.25.81')"))
+        conn.execute(text(
+            "INSERT INTO instance (study_id, series_id, sop_instance_uid, sop_class_uid,"
+            " transfer_syntax_uid, path, size, received_at) VALUES (1, 1, '2.25.811', '1.2', '1.2',"
+            " 'incoming/x.dcm', 1, :t)"), now)
+    upgrade(eng)
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT state FROM instance")).scalar_one() == "received"
+    from alembic import command
+
+    from apolo_node.catalog.migrate import alembic_config
+
+    acfg = alembic_config(catalog_url)
+    with eng.begin() as conn:
+        acfg.attributes["connection"] = conn
+        command.downgrade(acfg, "base")
+    assert "instance" not in inspect(eng).get_table_names()
+    eng.dispose()

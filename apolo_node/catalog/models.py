@@ -69,6 +69,14 @@ class StudyStatus(str, enum.Enum):
     FAILED = "failed"
 
 
+class InstanceState(str, enum.Enum):
+    """Where one instance stands: spooled as received, cleaned, or quarantined with a reason."""
+
+    RECEIVED = "received"
+    CLEAN = "clean"
+    QUARANTINED = "quarantined"
+
+
 class JobState(str, enum.Enum):
     PENDING = "pending"
     CLAIMED = "claimed"
@@ -120,6 +128,11 @@ class Instance(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     calling_aet: Mapped[str | None] = mapped_column(String(16), nullable=True)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    state: Mapped[str] = mapped_column(
+        String(16), default=InstanceState.RECEIVED.value, server_default=InstanceState.RECEIVED.value
+    )
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    clean_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class Job(Base):
