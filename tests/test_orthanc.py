@@ -1,4 +1,4 @@
-"""Orthanc as the PACS: it sends a study to the node, which finds it stable and queues it."""
+"""Orthanc as the PACS: it sends a study to the node, which finds it stable and cleans it."""
 
 from __future__ import annotations
 
@@ -27,12 +27,12 @@ def test_orthanc_routes_a_study_to_the_node(cfg: Config, orthanc: Orthanc, tmp_p
         assert orthanc.echo("APOLO")
         orthanc.send_study(orthanc_id, "APOLO")
 
-        def queued() -> list[dict[str, object]]:
+        def cleaned() -> list[dict[str, object]]:
             done = apolo(cfg, "studies", "--json")
-            return [s for s in json.loads(done.stdout) if s["status"] == "queued"]
+            return [s for s in json.loads(done.stdout) if s["status"] == "deidentified"]
 
-        wait_until(lambda: bool(queued()), what="the study to be queued", timeout=30)
-        [row] = queued()
+        wait_until(lambda: bool(cleaned()), what="the study to be de-identified", timeout=60)
+        [row] = cleaned()
         assert row["study_uid"] == UIDMapper(cfg.deid.key.encode())(study.study_uid)
         assert row["instances"] == 6 and row["series"] == 2
         assert node.terminate() == 0

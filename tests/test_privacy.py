@@ -11,7 +11,7 @@ from apolo_node.catalog.engine import engine_for
 from apolo_node.config import Config
 from tests.conftest import make_config
 from tests.nodes import ServeProcess, apolo
-from tests.peers import storescu
+from tests.peers import storescu, wait_until
 from tests.synthetic import write_study
 
 pytestmark = pytest.mark.usefixtures("need_dcmtk")
@@ -41,6 +41,10 @@ def test_planted_identifiers_reach_no_output(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with ServeProcess(cfg, log) as node:
         storescu(study.files, cfg.receive.port, calling_aet="PACS")
+        wait_until(
+            lambda: '"deidentified"' in apolo(cfg, "studies", "--json").stdout,
+            what="the study to be de-identified", timeout=60, interval=0.3,
+        )
         refused = apolo(cfg, "ingest", str(broken))
         listing = apolo(cfg, "studies")
         listing_json = apolo(cfg, "studies", "--json")
@@ -52,7 +56,11 @@ def test_planted_identifiers_reach_no_output(tmp_path: Path) -> None:
         "spool file names": "\n".join(str(p) for p in cfg.spool_root.rglob("*")),
         "ingest error": refused.stdout + refused.stderr.replace(str(broken), "<path>"),
         "studies": listing.stdout + listing.stderr + listing_json.stdout,
+        "clean spool": "\n".join(
+            p.read_bytes().decode("latin-1") for p in (cfg.spool_root / "clean").rglob("*.dcm")
+        ),
     }
+    assert outputs["clean spool"], "the clean spool must hold the cleaned study"
     assert "instance.stored" in outputs["logs"] and "2.25." in outputs["catalog"]
     for where, text in outputs.items():
         assert marker not in text, f"patient identifier found in {where}"

@@ -37,7 +37,7 @@ def studies_json(cfg: Config) -> list[dict[str, object]]:
     return json.loads(done.stdout)
 
 
-def test_a_sent_study_becomes_stable_and_queued_and_sigterm_stops_cleanly(
+def test_a_sent_study_becomes_stable_and_deidentified_and_sigterm_stops_cleanly(
     cfg: Config, tmp_path: Path
 ) -> None:
     study = write_study(tmp_path / "in", series=2, per_series=3)
@@ -45,8 +45,8 @@ def test_a_sent_study_becomes_stable_and_queued_and_sigterm_stops_cleanly(
     with ServeProcess(cfg, log) as node:
         storescu(study.files, cfg.receive.port)
         wait_until(
-            lambda: [s["status"] for s in studies_json(cfg)] == ["queued"],
-            what="the study to be queued", timeout=30, interval=0.3,
+            lambda: [s["status"] for s in studies_json(cfg)] == ["deidentified"],
+            what="the study to be queued and de-identified", timeout=60, interval=0.3,
         )
         [row] = studies_json(cfg)
         assert row["instances"] == 6 and row["series"] == 2
@@ -112,8 +112,13 @@ def test_kill_9_mid_send_loses_no_acknowledged_instance(tmp_path: Path) -> None:
         with engine.connect() as conn:
             sops = conn.execute(select(Instance.sop_instance_uid)).scalars().all()
         assert sorted(sops) == sorted(pseudo_to_file), "all 200, each exactly once"
-        spooled_files = list((cfg.spool_root / "incoming").rglob("*.dcm"))
-        assert len(spooled_files) == 200
+        wait_until(
+            lambda: [(s["status"], s["instances"]) for s in studies_json(cfg)]
+            == [("deidentified", 200)],
+            what="the whole study de-identified", timeout=120, interval=0.5,
+        )
+        assert len(list((cfg.spool_root / "clean").rglob("*.dcm"))) == 200
+        assert list((cfg.spool_root / "incoming").rglob("*.dcm")) == []
     engine.dispose()
 
 

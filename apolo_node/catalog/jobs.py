@@ -115,6 +115,19 @@ def finish(engine: Engine, job: ClaimedJob, worker: str) -> bool:
         )
 
 
+def release(engine: Engine, job: ClaimedJob, worker: str) -> bool:
+    """Give an unfinished job back to the queue (the node is stopping); not counted as an attempt."""
+    with engine.begin() as conn:
+        return bool(
+            conn.execute(
+                update(Job).where(_owned(job, worker)).values(
+                    state=JobState.PENDING.value, worker=None, lease_until=None,
+                    attempts=Job.attempts - 1, updated_at=utcnow(),
+                )
+            ).rowcount
+        )
+
+
 def fail(engine: Engine, job: ClaimedJob, worker: str, reason: str) -> bool:
     """Mark the job failed with a reason (no PHI in it); False if no longer this worker's."""
     with engine.begin() as conn:

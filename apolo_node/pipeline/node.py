@@ -17,7 +17,9 @@ from apolo_node.catalog.engine import engine_for
 from apolo_node.catalog.migrate import require_head
 from apolo_node.catalog.models import Instance
 from apolo_node.config import Config
+from apolo_node.deid import Deidentifier
 from apolo_node.logs import event, get_logger
+from apolo_node.pipeline import deidentify
 from apolo_node.pseudonym import mapper
 from apolo_node.receive import stable
 from apolo_node.receive.scp import StorageSCP
@@ -56,6 +58,7 @@ class Node:
         self.spool = Spool(cfg.spool_root)
         self.store = InstanceStore(self.spool, self.engine, mapper(cfg))
         self.scp = StorageSCP(cfg.receive, self.store)
+        self.deidentifier = Deidentifier.from_config(cfg)  # bad [deid] options stop us here
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -69,8 +72,15 @@ class Node:
             name="stable-watch",
             daemon=True,
         )
-        watcher.start()
-        self._threads.append(watcher)
+        cleaner = threading.Thread(
+            target=deidentify.watch,
+            args=(self.cfg, self.engine, self.spool, self.deidentifier, self._stop),
+            name="deid-worker",
+            daemon=True,
+        )
+        for thread in (watcher, cleaner):
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         """Stop taking associations, finish those in flight, stop the workers."""

@@ -12,6 +12,8 @@ import secrets
 from pathlib import Path
 
 INCOMING = "incoming"
+CLEAN = "clean"
+QUARANTINE = "quarantine"
 TMP = "tmp"
 
 
@@ -71,6 +73,16 @@ class Spool:
 
     def discard(self, staged: Path) -> None:
         staged.unlink(missing_ok=True)
+
+    def move(self, relative: str, to: str) -> Path:
+        """Rename a spooled file within the spool, durably (both folders fsynced)."""
+        source = self.root / relative
+        target = self.root / to
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+        _fsync_dir(source.parent)
+        return target
 
     def remove(self, relative: str) -> None:
         (self.root / relative).unlink(missing_ok=True)

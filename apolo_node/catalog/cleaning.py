@@ -1,0 +1,94 @@
+"""Catalog records of the de-identification stage: which instances wait, which are clean or
+quarantined (with a reason that holds no PHI), and the study's resulting status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, and_, func, select, update
+
+from apolo_node.catalog.models import Instance, InstanceState, Study, StudyStatus, utcnow
+
+
+@dataclass(frozen=True)
+class PendingInstance:
+    """A spooled instance still to be cleaned (pseudonymous UID, spool-relative path)."""
+
+    id: int
+    sop_instance_uid: str
+    path: str
+
+
+def pending_instances(engine: Engine, study_id: int) -> list[PendingInstance]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Instance.id, Instance.sop_instance_uid, Instance.path)
+            .where(and_(Instance.study_id == study_id, Instance.state == InstanceState.RECEIVED.value))
+            .order_by(Instance.id)
+        ).all()
+        conn.rollback()
+    return [PendingInstance(*r) for r in rows]
+
+
+def mark_clean(engine: Engine, instance_id: int, clean_path: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(Instance).where(Instance.id == instance_id).values(
+                state=InstanceState.CLEAN.value, clean_path=clean_path, reason=None
+            )
+        )
+
+
+def mark_quarantined(engine: Engine, instance_id: int, path: str, reason: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(Instance).where(Instance.id == instance_id).values(
+                state=InstanceState.QUARANTINED.value, path=path, reason=reason
+            )
+        )
+
+
+def instance_states(engine: Engine, study_id: int) -> dict[str, int]:
+    """Count of the study's instances in each state."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Instance.state, func.count(Instance.id))
+            .where(Instance.study_id == study_id)
+            .group_by(Instance.state)
+        ).all()
+        conn.rollback()
+    return {state: n for state, n in rows}
+
+
+def settle_study(engine: Engine, study_id: int) -> str | None:
+    """Set a queued study to ``deidentified`` or ``quarantined`` from its instances' states.
+
+    A study re-opened meanwhile (a late instance made it ``receiving``) is left as it is, and
+    None is returned; otherwise the new status.
+    """
+    counts = instance_states(engine, study_id)
+    clean = counts.get(InstanceState.CLEAN.value, 0)
+    bad = counts.get(InstanceState.QUARANTINED.value, 0)
+    total = sum(counts.values())
+    if clean:
+        status = StudyStatus.DEIDENTIFIED.value
+        reason = f"{bad} of {total} instances quarantined" if bad else None
+    else:
+        status = StudyStatus.QUARANTINED.value
+        reason = f"all {total} instances quarantined"
+    with engine.begin() as conn:
+        moved = conn.execute(
+            update(Study)
+            .where(and_(Study.id == study_id, Study.status == StudyStatus.QUEUED.value))
+            .values(status=status, reason=reason, updated_at=utcnow())
+        ).rowcount
+    return status if moved else None
+
+
+def fail_study(engine: Engine, study_id: int, reason: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(Study)
+            .where(and_(Study.id == study_id, Study.status == StudyStatus.QUEUED.value))
+            .values(status=StudyStatus.FAILED.value, reason=reason, updated_at=utcnow())
+        )

@@ -1,0 +1,143 @@
+"""The de-identification worker: a queued study's spooled instances become clean files.
+
+For each ``deidentify`` job: every instance still ``received`` is read from ``incoming/``,
+cleaned and verified (``deid.clean_instance``), written durably to ``clean/<study>/<series>/
+<sop>.dcm`` and marked clean; one that cannot be read, cleaned or verified is moved to
+``quarantine/<study>/<sop>.dcm`` and marked quarantined with a reason that holds no PHI. It
+never reaches ``clean/``. With sending back disabled no original is kept: the incoming file of
+a cleaned instance is deleted. The study ends ``deidentified`` (with a reason when some
+instances were quarantined) or ``quarantined``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+from pydicom import dcmread
+from pydicom.config import disable_value_validation
+from sqlalchemy import Engine
+
+from apolo_node.catalog import jobs
+from apolo_node.catalog.cleaning import (
+    fail_study,
+    mark_clean,
+    mark_quarantined,
+    pending_instances,
+    settle_study,
+)
+from apolo_node.catalog.records import DEIDENTIFY
+from apolo_node.config import Config
+from apolo_node.deid import DeidError, Deidentifier, clean_instance
+from apolo_node.logs import event, get_logger
+from apolo_node.receive.spool import CLEAN, QUARANTINE, Spool
+
+log = get_logger("deid")
+HEARTBEAT_EVERY = 20  # instances
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """What one job did: counts, and the study's new status (None if it was re-opened)."""
+
+    clean: int
+    quarantined: int
+    status: str | None
+
+
+def worker_name(n: int = 0) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:deid{n}"
+
+
+class LostClaim(RuntimeError):
+    """The job's lease was taken over by another worker; stop without touching it."""
+
+
+class Stopping(RuntimeError):
+    """The node is stopping: give the job back; what was cleaned stays clean."""
+
+
+def deidentify_study(
+    cfg: Config, engine: Engine, spool: Spool, deidentifier: Deidentifier,
+    job: jobs.ClaimedJob, worker: str, stop: threading.Event | None = None,
+) -> StudyOutcome:
+    """Clean every waiting instance of the job's study; settle the study's status."""
+    clean = quarantined = 0
+    for n, inst in enumerate(pending_instances(engine, job.study_id), start=1):
+        if stop is not None and stop.is_set():
+            raise Stopping(f"job {job.id} interrupted by stop")
+        if n % HEARTBEAT_EVERY == 0 and not jobs.heartbeat(engine, job, worker, cfg.worker.lease):
+            raise LostClaim(f"job {job.id} was claimed by another worker")
+        try:
+            with disable_value_validation():  # pydicom's warnings quote values
+                try:
+                    ds = dcmread(spool.root / inst.path)
+                except Exception as exc:
+                    raise DeidError(f"spooled file unreadable ({type(exc).__name__})") from None
+                result = clean_instance(ds, deidentifier)
+        except DeidError as exc:
+            reason = str(exc)
+            target = f"{QUARANTINE}/{job.study_uid}/{inst.sop_instance_uid}.dcm"
+            spool.move(inst.path, target)
+            mark_quarantined(engine, inst.id, target, reason)
+            quarantined += 1
+            event(
+                log, "instance.quarantined", 30, study_uid=job.study_uid,
+                sop_instance_uid=inst.sop_instance_uid, reason=reason,
+            )
+            continue
+        relative = f"{CLEAN}/{result.relative_path.as_posix()}"
+        spool.write(relative, result.encoded)
+        mark_clean(engine, inst.id, relative)
+        if not cfg.send.enabled:
+            spool.remove(inst.path)
+        clean += 1
+    status = settle_study(engine, job.study_id)
+    event(
+        log, "study.deidentified", study_uid=job.study_uid, clean=clean,
+        quarantined=quarantined, status=status,
+    )
+    return StudyOutcome(clean, quarantined, status)
+
+
+def run_once(
+    cfg: Config, engine: Engine, spool: Spool, deidentifier: Deidentifier, worker: str,
+    stop: threading.Event | None = None,
+) -> bool:
+    """Claim and do one job; False when there was none."""
+    job = jobs.claim(engine, DEIDENTIFY, worker, cfg.worker.lease)
+    if job is None:
+        return False
+    try:
+        deidentify_study(cfg, engine, spool, deidentifier, job, worker, stop)
+    except Stopping:
+        jobs.release(engine, job, worker)
+        return True
+    except LostClaim:
+        event(log, "job.lost", 30, job=job.id, study_uid=job.study_uid)
+        return True
+    except Exception as exc:  # a bug or the disk: the study fails with the error's kind only
+        reason = f"de-identification failed ({type(exc).__name__})"
+        log.error("job.failed", exc_info=True, extra={"fields": {"job": job.id, "study_uid": job.study_uid}})
+        jobs.fail(engine, job, worker, reason)
+        fail_study(engine, job.study_id, reason)
+        return True
+    jobs.finish(engine, job, worker)
+    return True
+
+
+def watch(
+    cfg: Config, engine: Engine, spool: Spool, deidentifier: Deidentifier,
+    stop: threading.Event, n: int = 0,
+) -> None:
+    """Work ``deidentify`` jobs until ``stop`` is set."""
+    worker = worker_name(n)
+    while not stop.is_set():
+        try:
+            if run_once(cfg, engine, spool, deidentifier, worker, stop):
+                continue
+        except Exception:  # catalog briefly unavailable: try again next round
+            log.warning("deid.claim_failed", exc_info=True)
+        stop.wait(cfg.worker.poll_interval)
