@@ -90,6 +90,11 @@ class DeidSettings:
         ["clean_pixel_data", "clean_descriptors", "retain_long_modified_dates"],
         "PS3.15 Annex E options applied on top of the Basic Profile",
     )
+    vault_key: str = setting(
+        "",
+        "Fernet key that encrypts the vault of originals, needed when [send] enabled. "
+        "Give it by APOLO_DEID__VAULT_KEY, never in a committed file",
+    )
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ For each ``deidentify`` job: every instance still ``received`` is read from ``in
 cleaned and verified (``deid.clean_instance``), written durably to ``clean/<study>/<series>/
 <sop>.dcm`` and marked clean; one that cannot be read, cleaned or verified is moved to
 ``quarantine/<study>/<sop>.dcm`` and marked quarantined with a reason that holds no PHI. It
-never reaches ``clean/``. With sending back disabled no original is kept: the incoming file of
-a cleaned instance is deleted. The study ends ``deidentified`` (with a reason when some
+never reaches ``clean/``. With sending back enabled the originals' UIDs and Patient/Study
+module go to the encrypted vault first; either way the incoming file of a cleaned instance is
+then deleted, so no readable original is kept. The study ends ``deidentified`` (with a reason when some
 instances were quarantined) or ``quarantined``.
 """
 
@@ -31,6 +32,7 @@ from apolo_node.catalog.cleaning import (
 from apolo_node.catalog.records import DEIDENTIFY
 from apolo_node.config import Config
 from apolo_node.deid import DeidError, Deidentifier, clean_instance
+from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
 from apolo_node.receive.spool import CLEAN, QUARANTINE, Spool
 
@@ -62,6 +64,7 @@ class Stopping(RuntimeError):
 def deidentify_study(
     cfg: Config, engine: Engine, spool: Spool, deidentifier: Deidentifier,
     job: jobs.ClaimedJob, worker: str, stop: threading.Event | None = None,
+    vault: Vault | None = None,
 ) -> StudyOutcome:
     """Clean every waiting instance of the job's study; settle the study's status."""
     clean = quarantined = 0
@@ -88,11 +91,12 @@ def deidentify_study(
                 sop_instance_uid=inst.sop_instance_uid, reason=reason,
             )
             continue
+        if vault is not None:  # before the clean file: a result can always find its way back
+            vault.put(job.study_uid, inst.sop_instance_uid, ds)
         relative = f"{CLEAN}/{result.relative_path.as_posix()}"
         spool.write(relative, result.encoded)
         mark_clean(engine, inst.id, relative)
-        if not cfg.send.enabled:
-            spool.remove(inst.path)
+        spool.remove(inst.path)  # the vault, if any, keeps what sending back needs
         clean += 1
     status = settle_study(engine, job.study_id)
     event(
@@ -104,14 +108,14 @@ def deidentify_study(
 
 def run_once(
     cfg: Config, engine: Engine, spool: Spool, deidentifier: Deidentifier, worker: str,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, vault: Vault | None = None,
 ) -> bool:
     """Claim and do one job; False when there was none."""
     job = jobs.claim(engine, DEIDENTIFY, worker, cfg.worker.lease)
     if job is None:
         return False
     try:
-        deidentify_study(cfg, engine, spool, deidentifier, job, worker, stop)
+        deidentify_study(cfg, engine, spool, deidentifier, job, worker, stop, vault)
     except Stopping:
         jobs.release(engine, job, worker)
         return True
@@ -130,13 +134,13 @@ def run_once(
 
 def watch(
     cfg: Config, engine: Engine, spool: Spool, deidentifier: Deidentifier,
-    stop: threading.Event, n: int = 0,
+    stop: threading.Event, vault: Vault | None = None, n: int = 0,
 ) -> None:
     """Work ``deidentify`` jobs until ``stop`` is set."""
     worker = worker_name(n)
     while not stop.is_set():
         try:
-            if run_once(cfg, engine, spool, deidentifier, worker, stop):
+            if run_once(cfg, engine, spool, deidentifier, worker, stop, vault):
                 continue
         except Exception:  # catalog briefly unavailable: try again next round
             log.warning("deid.claim_failed", exc_info=True)

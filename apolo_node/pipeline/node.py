@@ -18,6 +18,7 @@ from apolo_node.catalog.migrate import require_head
 from apolo_node.catalog.models import Instance
 from apolo_node.config import Config
 from apolo_node.deid import Deidentifier
+from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
 from apolo_node.pipeline import deidentify
 from apolo_node.pseudonym import mapper
@@ -59,6 +60,7 @@ class Node:
         self.store = InstanceStore(self.spool, self.engine, mapper(cfg))
         self.scp = StorageSCP(cfg.receive, self.store)
         self.deidentifier = Deidentifier.from_config(cfg)  # bad [deid] options stop us here
+        self.vault = Vault.from_config(cfg) if cfg.send.enabled else None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -74,7 +76,7 @@ class Node:
         )
         cleaner = threading.Thread(
             target=deidentify.watch,
-            args=(self.cfg, self.engine, self.spool, self.deidentifier, self._stop),
+            args=(self.cfg, self.engine, self.spool, self.deidentifier, self._stop, self.vault),
             name="deid-worker",
             daemon=True,
         )
