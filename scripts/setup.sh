@@ -38,11 +38,15 @@ python=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$python" -m venv .venv
 fi
-pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+# This machine's pip configuration names index folders that may be absent: drop that noise.
+pip() {
+  .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 if (( want_test )); then
   # torch 2.13.0 is the CPU build on this machine's disk; an unpinned torch pulls CUDA (GBs).
-  "${pip[@]}" "torch==2.13.0"
-  "${pip[@]}" -e ".[test,ml,postgres]"
+  pip "torch==2.13.0"
+  pip -e ".[test,ml,postgres]"
 else
-  "${pip[@]}" -e .
+  pip -e .
 fi
