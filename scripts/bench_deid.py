@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""De-identification benchmark: ``apolo-node deid`` against dicognito on the same files.
+
+Two corpora, made once under --data: CT slices (512x512, 16-bit: the header-only path, no
+pixel scan) and ultrasound frames (RGB 640x480: the full path, which scans pixels for burned-in
+text). Each round, in alternating order, times as whole commands (interpreter start included):
+
+- ``apolo-node deid CT OUT``      our header path
+- ``apolo-node deid US OUT``      our full path (OCR and redaction, or quarantine without it)
+- ``python -m dicognito -o OUT CT`` dicognito 0.19 from PyPI, in its own virtual environment
+
+and prints files/s, medians, and the ratio ours/dicognito on the CT corpus.
+
+    .venv/bin/python scripts/bench_deid.py [--ct 200] [--us 20] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.synthetic import ct_slice, new_marker  # noqa: E402
+from pydicom.uid import UltrasoundImageStorage, generate_uid  # noqa: E402
+
+DICOGNITO = "dicognito==0.19.0"
+
+
+def make_corpus(folder: Path, ct: int, us: int) -> tuple[Path, Path]:
+    """CT and US folders with planted identifiers (cached: made once per size)."""
+    ct_dir, us_dir = folder / f"ct{ct}", folder / f"us{us}"
+    marker = new_marker()
+    if not ct_dir.exists():
+        study, series = generate_uid(), generate_uid()
+        tmp = ct_dir.with_suffix(".part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for i in range(ct):
+            ds = ct_slice(study_uid=study, series_uid=series, sop_uid=generate_uid(),
+                          number=i + 1, marker=marker, rows=512, columns=512)
+            ds.save_as(tmp / f"ct{i:04d}.dcm", enforce_file_format=True)
+        tmp.rename(ct_dir)
+    if not us_dir.exists():
+        study, series = generate_uid(), generate_uid()
+        tmp = us_dir.with_suffix(".part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for i in range(us):
+            ds = ct_slice(study_uid=study, series_uid=series, sop_uid=generate_uid(),
+                          number=i + 1, marker=marker, rows=480, columns=640, modality="US")
+            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UltrasoundImageStorage
+            rgb = np.zeros((480, 640, 3), np.uint8)
+            rgb[100:380, 120:520] = (90, 90, 90)
+            for key in ("RescaleIntercept", "RescaleSlope"):
+                del ds[key]
+            ds.PhotometricInterpretation = "RGB"
+            ds.SamplesPerPixel = 3
+            ds.PlanarConfiguration = 0
+            ds.BitsAllocated = ds.BitsStored = 8
+            ds.HighBit = 7
+            ds.PixelRepresentation = 0
+            ds.BurnedInAnnotation = "YES"
+            ds.PixelData = rgb.tobytes()
+            ds.save_as(tmp / f"us{i:04d}.dcm", enforce_file_format=True)
+        tmp.rename(us_dir)
+    return ct_dir, us_dir
+
+
+def dicognito_python(env_dir: Path) -> Path:
+    """dicognito in its own virtual environment (made on first use)."""
+    python = env_dir / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", DICOGNITO], check=True)
+    return python
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    return time.perf_counter() - start, done
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "apolo-bench-deid")
+    ap.add_argument("--ct", type=int, default=200)
+    ap.add_argument("--us", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    print("command:", " ".join([sys.executable, *sys.argv]))
+    print(f"machine: nproc {os.cpu_count()}, {platform.platform()}, python {platform.python_version()}")
+    ct_dir, us_dir = make_corpus(args.data, args.ct, args.us)
+    dcg = dicognito_python(args.data / "dicognito-venv")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APOLO_")}
+    env["APOLO_DEID__KEY"] = secrets.token_hex(16)
+    env["APOLO_SPOOL__ROOT"] = str(args.data / "spool")
+    apolo = [sys.executable, "-m", "apolo_node.cli", "deid"]
+    rates: dict[str, list[float]] = {"ours header (CT)": [], "dicognito (CT)": [], "ours full (US)": []}
+    extra: dict[str, str] = {}
+    for r in range(args.rounds):
+        runs = [
+            ("ours header (CT)", apolo + [str(ct_dir), "{out}", "--json"], args.ct),
+            ("dicognito (CT)", [str(dcg), "-m", "dicognito", "--quiet", "-o", "{out}", str(ct_dir)], args.ct),
+            ("ours full (US)", apolo + [str(us_dir), "{out}", "--json"], args.us),
+        ]
+        if r % 2:
+            runs.reverse()
+        for name, argv, count in runs:
+            out = args.data / "out" / name.split()[0] / f"r{r}"
+            shutil.rmtree(out, ignore_errors=True)
+            seconds, done = timed([a.replace("{out}", str(out)) for a in argv], env)
+            written = len(list(out.rglob("*.dcm"))) if out.exists() else 0
+            if name.startswith("ours"):
+                summary = json.loads(done.stdout or "{}")
+                extra[name] = f"written {summary.get('written')}, quarantined {summary.get('quarantined')}"
+            elif done.returncode != 0:
+                print(f"dicognito failed: {done.stderr[-500:]}")
+            rates[name].append(count / seconds)
+            print(f"round {r + 1}: {name:18s} {count / seconds:8.1f} files/s  ({written} files written)")
+    print("\nmedian files/s (whole command, interpreter start included)")
+    for name, values in rates.items():
+        print(f"  {name:18s} {statistics.median(values):8.1f}   {extra.get(name, '')}")
+    ratios = [a / b for a, b in zip(rates["ours header (CT)"], rates["dicognito (CT)"])]
+    print(f"ours header / dicognito per round: {', '.join(f'{x:.2f}' for x in ratios)}; "
+          f"median {statistics.median(ratios):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
