@@ -10,14 +10,16 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "apolo_node"
 
 # module -> the modules of ours it may import (design.md, plus the small shared helpers:
-# `logs` and `pseudonym` (keyed UIDs, needed on the PHI side to name files and rows).
+# `logs`, `durable` (crash-safe file writes) and `pseudonym` (keyed UIDs, needed on the PHI
+# side to name files and rows).
 ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "logs": set(),
+    "durable": set(),
     "pseudonym": {"config"},
     "catalog": {"config", "logs"},
-    "receive": {"config", "catalog", "logs", "pseudonym"},
-    "deid": {"config", "catalog", "logs", "pseudonym"},
+    "receive": {"config", "catalog", "logs", "pseudonym", "durable"},
+    "deid": {"config", "catalog", "logs", "pseudonym", "durable"},
     "imaging": set(),
     "vision": {"config", "imaging", "logs"},
     "sr": set(),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
@@ -23,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from apolo_node.config import Config
+from apolo_node.durable import write_atomic
 from apolo_node.deid.actions import Deidentifier
 from apolo_node.deid.pixels import pixel_scan_reason
 from apolo_node.deid.verify import PHILeakError, encode, verify_deidentified
@@ -148,22 +148,8 @@ def _deidentify_file(
     except DeidError as exc:
         return _quarantine(source, str(exc), quarantine)
     target = out_dir / clean.relative_path
-    _write_atomic(target, clean.encoded)
+    write_atomic(target, clean.encoded, mode=0o644)
     return FileOutcome(source, "written", output=target)
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".dcm")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _quarantine(source: Path, reason: str, quarantine: Path | None) -> FileOutcome:

@@ -11,8 +11,6 @@ Instance UIDs and the original Patient and General Study module attributes, in
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from pydicom.dataset import Dataset
 
 from apolo_node.config import Config, ConfigError
+from apolo_node.durable import write_atomic
 
 VAULT = "vault"
 
@@ -107,24 +106,7 @@ class Vault:
             "patient_study": module.to_json_dict(),
         }
         token = self._fernet.encrypt(json.dumps(entry).encode("utf-8"))
-        target = self._path(pseudo_study, pseudo_sop)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = target.with_name(f".{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(token)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self._path(pseudo_study, pseudo_sop), token)
 
     def get(self, pseudo_study: str, pseudo_sop: str) -> VaultEntry:
         """The originals of one instance; VaultError if absent or not readable with this key."""

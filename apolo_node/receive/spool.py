@@ -11,6 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
+from apolo_node.durable import fsync_dir, write_file
+
 INCOMING = "incoming"
 CLEAN = "clean"
 QUARANTINE = "quarantine"
@@ -46,18 +48,7 @@ class Spool:
     def stage(self, data: bytes) -> Path:
         """Write ``data`` to a new file in ``tmp/`` and fsync it; the caller places or discards it."""
         tmp = self.tmp / f"{secrets.token_hex(8)}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_file(tmp, data)
         return tmp
 
     def place(self, staged: Path, relative: str) -> Path:
@@ -66,9 +57,9 @@ class Spool:
         parent = target.parent
         if not parent.exists():
             parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _fsync_dir(parent.parent)
+            fsync_dir(parent.parent)
         os.replace(staged, target)
-        _fsync_dir(parent)
+        fsync_dir(parent)
         return target
 
     def discard(self, staged: Path) -> None:
@@ -80,8 +71,8 @@ class Spool:
         target = self.root / to
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.replace(source, target)
-        _fsync_dir(target.parent)
-        _fsync_dir(source.parent)
+        fsync_dir(target.parent)
+        fsync_dir(source.parent)
         return target
 
     def remove(self, relative: str) -> None:
@@ -99,10 +90,3 @@ class Spool:
         """Every file in ``incoming/``, relative to the root."""
         return sorted(p.relative_to(self.root).as_posix() for p in self.incoming.glob("*/*.dcm"))
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
