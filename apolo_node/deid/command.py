@@ -24,7 +24,9 @@ from pydicom.errors import InvalidDicomError
 from apolo_node.config import Config
 from apolo_node.durable import write_atomic
 from apolo_node.deid.actions import Deidentifier
+from apolo_node.deid.burnedin import BurnedInTextError, redact_burned_in_text
 from apolo_node.deid.pixels import pixel_scan_reason
+from apolo_node.deid.profile import Option
 from apolo_node.deid.verify import PHILeakError, encode, verify_deidentified
 
 MEDIA_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
@@ -77,17 +79,25 @@ def clean_instance(ds: Dataset, deidentifier: Deidentifier) -> CleanInstance:
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         if not str(ds.get(keyword, "") or "").strip():
             raise DeidError(f"{keyword} is missing or empty; the instance cannot be named")
+    original = ds
     reason = pixel_scan_reason(ds)
     if reason is not None:
-        # Fail closed: burned-in text detection is not built yet (issue 3, pixel part).
-        raise DeidError(f"pixels need a burned-in text scan ({reason}), which this node cannot do yet")
+        if Option.CLEAN_PIXEL_DATA not in deidentifier.profile.options:
+            raise DeidError(
+                f"pixels need a burned-in text scan ({reason}) but [deid] options lack "
+                "clean_pixel_data"
+            )
+        try:
+            ds, _boxes = redact_burned_in_text(ds)
+        except BurnedInTextError as exc:
+            raise DeidError(f"burned-in text scan failed: {exc}") from None
     try:
         out = deidentifier(ds)
         encoded = encode(out)
     except Exception as exc:  # pydicom messages may quote values: keep only the kind
         raise DeidError(f"could not de-identify: {type(exc).__name__}") from None
     try:
-        verify_deidentified(ds, out, deidentifier.profile, encoded)
+        verify_deidentified(original, out, deidentifier.profile, encoded)
     except PHILeakError as exc:  # its message names tags and paths only
         raise DeidError(str(exc)) from None
     except Exception as exc:

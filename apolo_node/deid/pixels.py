@@ -1,8 +1,9 @@
 """Which instances need their pixels scanned for burned-in text (PS3.15 Clean Pixel Data).
 
 Ultrasound, secondary capture and endoscopy-like captures, and anything that declares
-Burned In Annotation YES, are always scanned. Until the scanner exists, such instances are
-quarantined rather than passed on: fail closed.
+Burned In Annotation YES, are always scanned (``burnedin.redact_burned_in_text``); other images
+(CT, MR, ... that declare no burned-in text) pass without a scan. An instance whose scan cannot
+be done is quarantined, never passed on: fail closed.
 """
 
 from __future__ import annotations
