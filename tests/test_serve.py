@@ -146,7 +146,8 @@ def test_ingest_feeds_files_and_the_cli_reports_bad_input(cfg: Config, tmp_path:
     summary = json.loads(done.stdout)
     assert summary["stored"] == 3 and summary["duplicates"] == 0 and len(summary["skipped"]) == 1
     [row] = studies_json(cfg)
-    assert row["status"] == "queued" and row["instances"] == 3
+    assert row["status"] == "deidentified" and row["instances"] == 3
+    assert len(list((cfg.spool_root / "clean").rglob("*.dcm"))) == 3
     again = json.loads(apolo(cfg, "ingest", str(tmp_path / "in"), "--json").stdout)
     assert again["stored"] == 0 and again["duplicates"] == 3
 

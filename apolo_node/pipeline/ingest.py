@@ -1,4 +1,5 @@
-"""``apolo-node ingest``: files and folders through the same store as the network, no SCP."""
+"""``apolo-node ingest``: files and folders through the same store as the network, no SCP,
+then through the de-identification stage, as ``serve`` would take them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from apolo_node.catalog.engine import engine_for
 from apolo_node.catalog.migrate import require_head
 from apolo_node.catalog.records import queue_stable_studies
 from apolo_node.config import Config
+from apolo_node.deid import Deidentifier
+from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
+from apolo_node.pipeline import deidentify
 from apolo_node.pseudonym import mapper
 from apolo_node.receive.spool import Spool
 from apolo_node.receive.store import InstanceStore
@@ -69,6 +73,14 @@ def ingest(cfg: Config, paths: list[Path]) -> IngestSummary:
         if summary.studies:
             for uid in queue_stable_studies(engine, 0, only=summary.studies):
                 event(log, "study.queued", study_uid=uid)
+            # The same stage the node runs: work the queue until it is empty.
+            deidentifier = Deidentifier.from_config(cfg)
+            vault = Vault.from_config(cfg) if cfg.send.enabled else None
+            spool = Spool(cfg.spool_root)
+            while deidentify.run_once(
+                cfg, engine, spool, deidentifier, deidentify.worker_name(), vault=vault
+            ):
+                pass
         event(
             log, "ingest.done", stored=summary.stored, duplicates=summary.duplicates,
             refused=len(summary.refused), skipped=len(summary.skipped),
