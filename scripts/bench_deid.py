@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,49 +36,48 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.synthetic import ct_slice, new_marker  # noqa: E402
+from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.uid import UltrasoundImageStorage, generate_uid  # noqa: E402
 
 DICOGNITO = "dicognito==0.19.0"
 
 
-def make_corpus(folder: Path, ct: int, us: int) -> tuple[Path, Path]:
-    """CT and US folders with planted identifiers (cached: made once per size)."""
-    ct_dir, us_dir = folder / f"ct{ct}", folder / f"us{us}"
-    marker = new_marker()
-    if not ct_dir.exists():
-        study, series = generate_uid(), generate_uid()
-        tmp = ct_dir.with_suffix(".part")
+def ct_instance(study: str, series: str, number: int, marker: str) -> Dataset:
+    return ct_slice(study_uid=study, series_uid=series, sop_uid=generate_uid(),
+                    number=number, marker=marker, rows=512, columns=512)
+
+
+def us_instance(study: str, series: str, number: int, marker: str) -> Dataset:
+    """An RGB ultrasound frame that declares burned-in text (so it is always scanned)."""
+    ds = ct_slice(study_uid=study, series_uid=series, sop_uid=generate_uid(),
+                  number=number, marker=marker, rows=480, columns=640, modality="US")
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UltrasoundImageStorage
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    rgb[100:380, 120:520] = (90, 90, 90)
+    for key in ("RescaleIntercept", "RescaleSlope"):
+        del ds[key]
+    ds.PhotometricInterpretation = "RGB"
+    ds.SamplesPerPixel = 3
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.BurnedInAnnotation = "YES"
+    ds.PixelData = rgb.tobytes()
+    return ds
+
+
+def made_once(folder: Path, count: int, build: Callable[[str, str, int, str], Dataset]) -> Path:
+    """``count`` instances of one study in ``folder``, written once (a finished folder is reused)."""
+    if not folder.exists():
+        study, series, marker = generate_uid(), generate_uid(), new_marker()
+        tmp = folder.with_suffix(".part")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for i in range(ct):
-            ds = ct_slice(study_uid=study, series_uid=series, sop_uid=generate_uid(),
-                          number=i + 1, marker=marker, rows=512, columns=512)
-            ds.save_as(tmp / f"ct{i:04d}.dcm", enforce_file_format=True)
-        tmp.rename(ct_dir)
-    if not us_dir.exists():
-        study, series = generate_uid(), generate_uid()
-        tmp = us_dir.with_suffix(".part")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for i in range(us):
-            ds = ct_slice(study_uid=study, series_uid=series, sop_uid=generate_uid(),
-                          number=i + 1, marker=marker, rows=480, columns=640, modality="US")
-            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UltrasoundImageStorage
-            rgb = np.zeros((480, 640, 3), np.uint8)
-            rgb[100:380, 120:520] = (90, 90, 90)
-            for key in ("RescaleIntercept", "RescaleSlope"):
-                del ds[key]
-            ds.PhotometricInterpretation = "RGB"
-            ds.SamplesPerPixel = 3
-            ds.PlanarConfiguration = 0
-            ds.BitsAllocated = ds.BitsStored = 8
-            ds.HighBit = 7
-            ds.PixelRepresentation = 0
-            ds.BurnedInAnnotation = "YES"
-            ds.PixelData = rgb.tobytes()
-            ds.save_as(tmp / f"us{i:04d}.dcm", enforce_file_format=True)
-        tmp.rename(us_dir)
-    return ct_dir, us_dir
+        for i in range(count):
+            build(study, series, i + 1, marker).save_as(tmp / f"{i:04d}.dcm", enforce_file_format=True)
+        tmp.rename(folder)
+    return folder
 
 
 def dicognito_python(env_dir: Path) -> Path:
@@ -104,7 +104,8 @@ def main() -> int:
     args = ap.parse_args()
     print("command:", " ".join([sys.executable, *sys.argv]))
     print(f"machine: nproc {os.cpu_count()}, {platform.platform()}, python {platform.python_version()}")
-    ct_dir, us_dir = make_corpus(args.data, args.ct, args.us)
+    ct_dir = made_once(args.data / f"ct{args.ct}", args.ct, ct_instance)
+    us_dir = made_once(args.data / f"us{args.us}", args.us, us_instance)
     dcg = dicognito_python(args.data / "dicognito-venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith("APOLO_")}
     env["APOLO_DEID__KEY"] = secrets.token_hex(16)
