@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import secrets
@@ -37,6 +36,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from pydicom import dcmread  # noqa: E402
 
 from tests.peers import (  # noqa: E402
     LOCALHOST,
@@ -56,7 +57,6 @@ from tests.peers import (  # noqa: E402
 from tests.synthetic import write_study  # noqa: E402
 
 RECEIVERS = ("storescp", "orthanc", "apolo")
-MANIFEST = "bench-study.json"
 
 
 @dataclass
@@ -73,19 +73,19 @@ class Receiver:
 
 
 def ensure_study(folder: Path, slices: int, size: int) -> list[Path]:
-    """The cached synthetic CT study in ``folder``, written once (or again if it differs)."""
-    manifest = folder / MANIFEST
-    want = {"slices": slices, "rows": size, "columns": size, "series": 1}
-    if manifest.exists():
-        have = json.loads(manifest.read_text())
-        files = sorted(folder.glob("*.dcm"))
-        if {k: have.get(k) for k in want} == want and len(files) == slices:
+    """The cached synthetic CT study in ``folder``, written once (or again if it differs).
+
+    The folder holds nothing but the study, so ``storescu +sd`` can send it as it is.
+    """
+    files = sorted(folder.glob("*.dcm"))
+    if len(files) == slices and sorted(folder.iterdir()) == files:
+        first = dcmread(files[0], stop_before_pixels=True)
+        if (first.Rows, first.Columns) == (size, size):
             return files
     if folder.exists():
         shutil.rmtree(folder)
     print(f"writing a {slices}-slice {size}x{size} CT study to {folder} ...", flush=True)
-    study = write_study(folder, series=1, per_series=slices, rows=size, columns=size)
-    manifest.write_text(json.dumps({**want, "study_uid": study.study_uid}))
+    write_study(folder, series=1, per_series=slices, rows=size, columns=size)
     return sorted(folder.glob("*.dcm"))
 
 

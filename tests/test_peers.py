@@ -10,7 +10,6 @@ from pydicom import dcmread
 from tests.peers import LOCALHOST, Orthanc, PeerError, Storescp, free_port, start_storescu, storescu
 from tests.synthetic import Study, write_study
 
-pytest_plugins = ["tests.peer_fixtures"]
 pytestmark = pytest.mark.peers
 
 
