@@ -142,19 +142,27 @@ class StorageSCP:
         # Stop the accept loop and close the listening socket, but keep the associations.
         socketserver.BaseServer.shutdown(server)
         server.server_close()
+        # Only established associations carry work to finish. A connection that never sent an
+        # A-ASSOCIATE-RQ (a port probe, a health check) would otherwise hold the stop for
+        # pynetdicom's 30 s ACSE timeout.
         deadline = time.monotonic() + timeout
-        while server.active_associations and time.monotonic() < deadline:
+        while (
+            any(a.is_established for a in server.active_associations)
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
-        left = server.active_associations
-        for assoc in left:
+        left = [(a, a.is_established) for a in server.active_associations]
+        cut_short = sum(1 for _, established in left if established)
+        for assoc, _ in left:
             assoc.abort()
-        for assoc in left:
-            assoc.join(timeout=5)
+        for assoc, established in left:
+            # An unassociated acceptor thread is a daemon blocked on its socket: don't wait.
+            assoc.join(timeout=5 if established else 0.2)
         if server in self.ae._servers:
             self.ae._servers.remove(server)
         self.server = None
-        event(log, "scp.stopped", aborted=len(left))
-        return len(left)
+        event(log, "scp.stopped", aborted=cut_short, unassociated_closed=len(left) - cut_short)
+        return cut_short
 
     # -- event handlers: each returns quickly and never raises into pynetdicom --
 
