@@ -1,10 +1,13 @@
 """``apolo-node deid IN OUT``: de-identify files and folders with the configured profile.
 
-Each DICOM file is read (any transfer syntax; Pixel Data passes through untouched), cleaned,
-checked by :func:`verify_deidentified` and only then written, atomically, as
-``OUT/<study>/<series>/<instance>.dcm`` with pseudonymous UIDs as the only names. A file that
+Each DICOM file is read (any transfer syntax), cleaned, checked by :func:`verify_deidentified`
+and only then written, atomically, as ``OUT/<study>/<series>/<instance>.dcm`` with pseudonymous
+UIDs as the only names. A file that
 cannot be read, cleaned or verified is never written to OUT: it is reported, with a reason that
-holds no PHI, and copied to the quarantine folder when the caller gives one.
+holds no PHI, and copied to the quarantine folder when the caller gives one. Pixel Data passes
+through untouched, except in instances whose pixels policy says to scan
+(:func:`pixel_scan_reason`): their burned-in text is blacked out first
+(:func:`redact_burned_in_text`), or the instance is refused.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Which instances need their pixels scanned for burned-in text (PS3.15 Clean Pixel Data).
 
-Ultrasound, secondary capture and endoscopy-like captures, and anything that declares
-Burned In Annotation YES, are always scanned (``burnedin.redact_burned_in_text``); other images
-(CT, MR, ... that declare no burned-in text) pass without a scan. An instance whose scan cannot
-be done is quarantined, never passed on: fail closed.
+This module is the policy only. Ultrasound, secondary capture and endoscopy-like captures, and
+anything that declares Burned In Annotation YES, must be scanned; other images (CT, MR, ... that
+declare no burned-in text) pass without a scan. ``command.clean_instance`` then blacks the text
+out with ``burnedin.redact_burned_in_text`` when ``[deid] options`` hold ``clean_pixel_data``;
+without that option, without the OCR engine, or when the pixels cannot be decoded, scanned or
+re-encoded, the instance is quarantined, never passed on: fail closed.
 """
 
 from __future__ import annotations
