@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
+from pydicom.pixels import convert_color_space
 from pydicom.uid import (
     JPEG2000,
     DigitalXRayImageStorageForPresentation,
@@ -62,6 +63,7 @@ class Case:
     modality: str
     photometric: str  # as stored; "YBR_FULL_422" only with JPEG
     bits: int = 8  # BitsStored (BitsAllocated 8 or 16)
+    signed: bool = False  # PixelRepresentation 1, values centred on 0
     encoding: str = "native"  # native, rle, jpeg, j2k, j2k-lossy
     frames: int = 1
     text_frame: int = 0
@@ -71,10 +73,12 @@ CASES = [
     Case("us-rgb", "US", "RGB"),
     Case("us-rgb-rle", "US", "RGB", encoding="rle"),
     Case("us-ybr422-jpeg", "US", "YBR_FULL_422", encoding="jpeg"),
+    Case("us-ybr-full", "US", "YBR_FULL"),
     Case("us-palette", "US", "PALETTE COLOR"),
     Case("sc-mono2", "SC", "MONOCHROME2"),
     Case("sc-mono2-jpeg", "SC", "MONOCHROME2", encoding="jpeg"),
     Case("sc-mono2-j2k-lossy", "SC", "MONOCHROME2", bits=12, encoding="j2k-lossy"),
+    Case("ct-signed-burned", "CT", "MONOCHROME2", bits=16, signed=True),
     Case("dx-mono1-12bit", "DX", "MONOCHROME1", bits=12),
     Case("dx-mono1-12bit-rle", "DX", "MONOCHROME1", bits=12, encoding="rle"),
     Case("dx-mono1-12bit-j2k", "DX", "MONOCHROME1", bits=12, encoding="j2k"),
@@ -104,7 +108,9 @@ def to_stored(case: Case, level: np.ndarray) -> np.ndarray:
     if case.photometric == "MONOCHROME1":
         level = 1.0 - level
     values = np.round(level * top).astype(np.uint8 if case.bits <= 8 else np.uint16)
-    if case.photometric in ("RGB", "YBR_FULL_422"):
+    if case.signed:
+        values = (values.astype(np.int32) - (top + 1) // 2).astype(np.int16)
+    if case.photometric.startswith(("RGB", "YBR")):
         tint = np.array([1.0, 0.85, 0.7])  # a warm grey, as ultrasound consoles draw
         values = np.round(level[..., np.newaxis] * tint * top).astype(np.uint8)
     return values
@@ -123,10 +129,11 @@ def build(case: Case, text: str) -> tuple[Dataset, np.ndarray, tuple[int, int, i
         "US": UltrasoundMultiFrameImageStorage if case.frames > 1 else UltrasoundImageStorage,
         "SC": SecondaryCaptureImageStorage,
         "DX": DigitalXRayImageStorageForPresentation,
+        "CT": ds.SOPClassUID,
     }[case.modality]
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    if case.modality == "DX":
-        ds.BurnedInAnnotation = "YES"  # DX is scanned because it says so
+    if case.modality in ("DX", "CT"):
+        ds.BurnedInAnnotation = "YES"  # scanned because it says so
     rgb = frames[0].ndim == 3
     ds.SamplesPerPixel = 3 if rgb else 1
     if rgb:
@@ -135,7 +142,7 @@ def build(case: Case, text: str) -> tuple[Dataset, np.ndarray, tuple[int, int, i
     ds.BitsAllocated = 8 if case.bits <= 8 else 16
     ds.BitsStored = case.bits
     ds.HighBit = case.bits - 1
-    ds.PixelRepresentation = 0
+    ds.PixelRepresentation = int(case.signed)
     if case.frames > 1:
         ds.NumberOfFrames = case.frames
     if case.photometric == "PALETTE COLOR":
@@ -144,6 +151,9 @@ def build(case: Case, text: str) -> tuple[Dataset, np.ndarray, tuple[int, int, i
             setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
             setattr(ds, f"{colour}PaletteColorLookupTableData", lut.tobytes())
     ds.add_new(0x60000010, "US", ROWS)  # an overlay: the header profile removes the group
+    if case.photometric == "YBR_FULL":
+        frames = [convert_color_space(f, "RGB", "YBR_FULL") for f in frames]
+        ds.PhotometricInterpretation = "YBR_FULL"
     ds.PixelData = np.stack(frames).tobytes()
     encode(ds, case, frames)
     return ds, glyphs, box

@@ -11,7 +11,8 @@ Pixel Data exactly as received. Either way it leaves with Burned In Annotation N
 Detections are kept when the recogniser's score reaches :data:`MIN_SCORE` and the box has the
 shape of text: rapidocr reads a plain bright disc (anatomy) as "0" or "O" with a frame-sized
 box, so a text of at most :data:`SHORT_TEXT` characters taller than :data:`TALL_SHORT_TEXT` of
-the frame is taken for anatomy.
+the frame is taken for anatomy. Whole text lines are blacked out, not word boxes: every text is
+removed, not chosen tokens, and the detector's line box covers all the recogniser's word boxes.
 
 Nothing the OCR reads is ever logged or put in an error: it is PHI.
 """
