@@ -67,6 +67,7 @@ class Case:
     encoding: str = "native"  # native, rle, jpeg, j2k, j2k-lossy
     frames: int = 1
     text_frame: int = 0
+    size: tuple[int, int] = (ROWS, COLUMNS)  # rows, columns
 
 
 CASES = [
@@ -82,21 +83,22 @@ CASES = [
     Case("dx-mono1-12bit", "DX", "MONOCHROME1", bits=12),
     Case("dx-mono1-12bit-rle", "DX", "MONOCHROME1", bits=12, encoding="rle"),
     Case("dx-mono1-12bit-j2k", "DX", "MONOCHROME1", bits=12, encoding="j2k"),
+    Case("dx-mono1-large", "DX", "MONOCHROME1", bits=12, size=(2048, 1536)),  # read in tiles
     Case("us-cine-rgb", "US", "RGB", frames=3, text_frame=1),
     Case("us-cine-rgb-rle", "US", "RGB", encoding="rle", frames=3, text_frame=1),
     Case("us-cine-ybr422-jpeg", "US", "YBR_FULL_422", encoding="jpeg", frames=3, text_frame=1),
 ]
 
 
-def levels(text: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+def levels(text: str, rows: int, columns: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """Display levels 0..1 (dark field, a grey disc, white text), the glyph mask, the text box."""
-    img = Image.new("L", (COLUMNS, ROWS), 0)
+    img = Image.new("L", (columns, rows), 0)
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=18)
     draw.text(TEXT_AT, text, fill=255, font=font)
     glyphs = np.asarray(img) > 0
-    field = np.full((ROWS, COLUMNS), 0.05)
-    yy, xx = np.mgrid[:ROWS, :COLUMNS]
+    field = np.full((rows, columns), 0.05)
+    yy, xx = np.mgrid[:rows, :columns]
     field[(yy - 120) ** 2 + (xx - 150) ** 2 < 60**2] = 0.4  # the anatomy OCR misreads as "0"
     field[glyphs] = 1.0
     box = draw.textbbox(TEXT_AT, text, font=font)
@@ -118,11 +120,12 @@ def to_stored(case: Case, level: np.ndarray) -> np.ndarray:
 
 def build(case: Case, text: str) -> tuple[Dataset, np.ndarray, tuple[int, int, int, int]]:
     """The instance of ``case`` with ``text`` burned into its text frame; its glyph mask and box."""
-    field, glyphs, box = levels(text)
-    blank, _, _ = levels("")
+    rows, columns = case.size
+    field, glyphs, box = levels(text, rows, columns)
+    blank, _, _ = levels("", rows, columns)
     frames = [to_stored(case, field if i == case.text_frame else blank) for i in range(case.frames)]
     ds = ct_slice(study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid(),
-                  number=1, marker=new_marker(), rows=ROWS, columns=COLUMNS, modality=case.modality)
+                  number=1, marker=new_marker(), rows=rows, columns=columns, modality=case.modality)
     for keyword in ("RescaleIntercept", "RescaleSlope"):
         del ds[keyword]
     ds.SOPClassUID = {
@@ -150,7 +153,7 @@ def build(case: Case, text: str) -> tuple[Dataset, np.ndarray, tuple[int, int, i
         for colour, lut in (("Red", ramp), ("Green", ramp), ("Blue", ramp // 2)):
             setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
             setattr(ds, f"{colour}PaletteColorLookupTableData", lut.tobytes())
-    ds.add_new(0x60000010, "US", ROWS)  # an overlay: the header profile removes the group
+    ds.add_new(0x60000010, "US", rows)  # an overlay: the header profile removes the group
     if case.photometric == "YBR_FULL":
         frames = [convert_color_space(f, "RGB", "YBR_FULL") for f in frames]
         ds.PhotometricInterpretation = "YBR_FULL"
@@ -180,9 +183,15 @@ def encode(ds: Dataset, case: Case, frames: list[np.ndarray]) -> None:
 
 
 def read_text(ds: Dataset) -> str:
-    """Everything OCR reads on every frame, spaces removed."""
-    frames = decode_frames(ds)
-    return "".join("".join(burnedin._ocr(ocr_image(ds, f)).txts or ()) for f in frames).replace(" ", "")
+    """Everything OCR reads on every frame, in the scanner's tiles, spaces removed."""
+    read = []
+    for frame in decode_frames(ds):
+        image = ocr_image(ds, frame)
+        for top in burnedin._tile_starts(image.shape[0]):
+            for left in burnedin._tile_starts(image.shape[1]):
+                tile = np.ascontiguousarray(image[top:top + burnedin.TILE, left:left + burnedin.TILE])
+                read.extend(burnedin._ocr(tile).txts or ())
+    return "".join(read).replace(" ", "")
 
 
 def planted() -> tuple[str, str]:

@@ -34,6 +34,10 @@ MARGIN = 4  # pixels added around each text box on every side
 MIN_SCORE = 0.5  # lowest recogniser score kept (rapidocr's Global.text_score)
 SHORT_TEXT = 2  # characters: texts this short ...
 TALL_SHORT_TEXT = 0.1  # ... in a box taller than this share of the frame are anatomy
+# rapidocr misses 18 px text on a 2048 x 2048 frame and finds it on a 1024 x 1024 crop: larger
+# frames are read in overlapping tiles, the overlap wider than any glyph.
+TILE = 1024
+TILE_OVERLAP = 96
 OCR_REQUIREMENTS = ("rapidocr", "onnxruntime")
 
 
@@ -82,34 +86,53 @@ def _looks_like_text(text: str, height: int, rows: int) -> bool:
     return not (len(text.strip()) <= SHORT_TEXT and height > TALL_SHORT_TEXT * rows)
 
 
+def _tile_starts(length: int) -> list[int]:
+    """Where the tiles along one side begin: one tile if it fits, else overlapping ones."""
+    if length <= TILE:
+        return [0]
+    starts = list(range(0, length - TILE, TILE - TILE_OVERLAP))
+    return starts + [length - TILE]
+
+
 def find_text(ds: Dataset, frames: np.ndarray, indices: Iterable[int] | None = None) -> list[Box]:
     """Text boxes on the given frames (all by default), with the margin, clipped to the frame."""
     rows, columns = frames.shape[1], frames.shape[2]
     boxes: list[Box] = []
     for index in range(len(frames)) if indices is None else indices:
         try:
-            result = _ocr(ocr_image(ds, frames[index]))
+            image = ocr_image(ds, frames[index])
+            for top in _tile_starts(rows):
+                for left in _tile_starts(columns):
+                    tile = np.ascontiguousarray(image[top : top + TILE, left : left + TILE])
+                    for x0, y0, x1, y1 in _text_in(tile):
+                        boxes.append(
+                            Box(
+                                index,
+                                max(0, left + x0 - MARGIN),
+                                max(0, top + y0 - MARGIN),
+                                min(columns, left + x1 + MARGIN + 1),
+                                min(rows, top + y1 + MARGIN + 1),
+                            )
+                        )
         except BurnedInTextError:
             raise
         except Exception as exc:
             raise BurnedInTextError(f"OCR failed on frame {index + 1} ({type(exc).__name__})") from None
-        if result.boxes is None:
-            continue
-        for quad, text, score in zip(result.boxes, result.txts, result.scores):
-            x0, y0 = np.floor(quad.min(axis=0)).astype(int)
-            x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
-            if score < MIN_SCORE or not _looks_like_text(str(text), y1 - y0, rows):
-                continue
-            boxes.append(
-                Box(
-                    index,
-                    max(0, x0 - MARGIN),
-                    max(0, y0 - MARGIN),
-                    min(columns, x1 + MARGIN + 1),
-                    min(rows, y1 + MARGIN + 1),
-                )
-            )
     return boxes
+
+
+def _text_in(image: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) of each detection in one image that passes the score and shape filter."""
+    result = _ocr(image)
+    if result.boxes is None:
+        return []
+    found = []
+    for quad, text, score in zip(result.boxes, result.txts, result.scores):
+        x0, y0 = np.floor(np.asarray(quad).min(axis=0)).astype(int)
+        x1, y1 = np.ceil(np.asarray(quad).max(axis=0)).astype(int)
+        if score >= MIN_SCORE and _looks_like_text(str(text), y1 - y0, image.shape[0]):
+            found.append((int(x0), int(y0), int(x1), int(y1)))
+    return found
 
 
 def redact_burned_in_text(ds: Dataset) -> tuple[Dataset, list[Box]]:
