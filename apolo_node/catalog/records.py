@@ -44,16 +44,6 @@ def instance_exists(engine: Engine, sop_instance_uid: str) -> bool:
     return row is not None
 
 
-def instance_path(engine: Engine, sop_instance_uid: str) -> str | None:
-    """The spool-relative path recorded for an instance, or None if not catalogued."""
-    with engine.connect() as conn:
-        path = conn.execute(
-            select(Instance.path).where(Instance.sop_instance_uid == sop_instance_uid)
-        ).scalar()
-        conn.rollback()
-    return path
-
-
 def record_instance(
     engine: Engine,
     rec: InstanceRecord,
