@@ -105,12 +105,26 @@ class WorkerSettings:
     poll_interval: float = setting(1.0, "seconds between looks for stable studies and new jobs")
 
 
+VISION_BACKENDS = ("baseline", "transformers", "openai")
+
+
 @dataclass(frozen=True)
 class VisionSettings:
     """[vision]: the vision-language stage."""
 
     backend: str = setting("baseline", "baseline (offline, non-diagnostic), transformers or openai")
     model: str = setting("", "Hugging Face model id or local path, or the served model's name")
+    url: str = setting("", "openai backend: the server's base URL, e.g. http://127.0.0.1:8000/v1")
+    api_key: str = setting("", "openai backend: API key; set it as APOLO_VISION__API_KEY, never in a file")
+    timeout: float = setting(120.0, "openai backend: seconds to wait for one answer")
+    retries: int = setting(3, "openai backend: retries of a failed request, with backoff")
+    device: str = setting("auto", "transformers backend: cpu, cuda, cuda:N or auto")
+    dtype: str = setting("auto", "transformers backend: auto, float32, bfloat16 or float16")
+    max_new_tokens: int = setting(512, "longest answer a model may write per image, in tokens")
+    batch_size: int = setting(4, "images per model call")
+    frames: str = setting("middle", "frames of a multi-frame instance to look at: first, middle or all")
+    max_frames: int = setting(16, "with frames = all, at most this many, evenly spaced")
+    max_pixels: int = setting(1_048_576, "largest model image (width x height); bigger frames are scaled down")
 
 
 @dataclass(frozen=True)
@@ -288,6 +302,24 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"[receive] allowed_aets: {aet!r} is not a 1-16 character AE title")
     if cfg.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"[log] level must be DEBUG, INFO, WARNING or ERROR, got {cfg.log.level!r}")
+    v = cfg.vision
+    if v.backend not in VISION_BACKENDS:
+        raise ConfigError(f"[vision] backend must be one of {', '.join(VISION_BACKENDS)}, got {v.backend!r}")
+    if v.backend in ("transformers", "openai") and not v.model.strip():
+        raise ConfigError(f"[vision] model is required with backend = {v.backend!r} (a hub id, a local path or a served name)")
+    if v.backend == "openai" and not v.url.startswith(("http://", "https://")):
+        raise ConfigError(f"[vision] url must be an http(s) base URL with backend = 'openai', got {v.url!r}")
+    if v.frames not in ("first", "middle", "all"):
+        raise ConfigError(f"[vision] frames must be first, middle or all, got {v.frames!r}")
+    if v.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"[vision] dtype must be auto, float32, bfloat16 or float16, got {v.dtype!r}")
+    for key in ("max_new_tokens", "batch_size", "max_frames"):
+        if getattr(v, key) < 1:
+            raise ConfigError(f"[vision] {key} must be >= 1, got {getattr(v, key)}")
+    if v.max_pixels < 28 * 28 * 4:
+        raise ConfigError(f"[vision] max_pixels must be >= 3136, got {v.max_pixels}")
+    if v.timeout <= 0 or v.retries < 0:
+        raise ConfigError("[vision] timeout must be > 0 seconds and retries >= 0")
     if cfg.worker.lease <= 0 or cfg.worker.poll_interval <= 0:
         raise ConfigError("[worker] lease and poll_interval must be > 0 seconds")
 

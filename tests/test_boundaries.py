@@ -10,20 +10,22 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "apolo_node"
 
 # module -> the modules of ours it may import (design.md, plus the small shared helpers:
-# `logs`, `durable` (crash-safe file writes) and `pseudonym` (keyed UIDs, needed on the PHI
-# side to name files and rows).
+# `logs`, `durable` (crash-safe file writes), `pseudonym` (keyed UIDs, needed on the PHI
+# side to name files and rows) and `findings` (findings as data, shared by vision, sr, the
+# catalog and reasoning, so that none of them imports another).
 ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "logs": set(),
     "durable": set(),
     "pseudonym": {"config"},
-    "catalog": {"config", "logs"},
+    "findings": set(),
+    "catalog": {"config", "logs", "findings"},
     "receive": {"config", "catalog", "logs", "pseudonym", "durable"},
     "deid": {"config", "catalog", "logs", "pseudonym", "durable"},
     "imaging": set(),
-    "vision": {"config", "imaging", "logs"},
-    "sr": set(),
-    "reasoning": {"config", "catalog", "logs"},
+    "vision": {"config", "imaging", "logs", "findings"},
+    "sr": {"findings"},
+    "reasoning": {"config", "catalog", "logs", "findings"},
     "send": {"config", "catalog", "logs", "deid.vault"},
     "pipeline": {"*"},
     "cli": {"*"},
