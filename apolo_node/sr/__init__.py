@@ -1,0 +1,1 @@
+"""DICOM Structured Reports and presentation states from findings (highdicom), and back."""

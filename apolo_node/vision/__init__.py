@@ -1,0 +1,1 @@
+"""The vision stage: backends, prompts, grounding parsers, findings from what a model said."""
