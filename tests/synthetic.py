@@ -123,3 +123,39 @@ def write_study(
             out.files.append(path)
             out.sop_uids.append(sop_uid)
     return out
+
+
+# Where the CT phantom's tissues are, as (centre row, centre column, radius) discs, on a 256^2 grid.
+PHANTOM = {
+    "body": (128, 128, 110),  # soft tissue, 40 HU, inside a fat ring
+    "fat_inner": 100,  # the fat ring lies between radius 100 and 110 of the body
+    "lung": (100, 80, 25),  # air inside the body, -950 HU
+    "bone": (180, 128, 15),  # 700 HU
+    "metal": (90, 180, 4),  # 3000 HU
+}
+
+
+def disc(rows: int, columns: int, centre_row: int, centre_col: int, radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:rows, 0:columns]
+    return (yy - centre_row) ** 2 + (xx - centre_col) ** 2 < radius**2
+
+
+def phantom_hu(rows: int = 256, columns: int = 256) -> np.ndarray:
+    """A CT slice in HU: air around a body of soft tissue in a fat ring, a lung, a bone, a metal clip."""
+    hu = np.full((rows, columns), -1000, dtype=np.int16)
+    hu[disc(rows, columns, *PHANTOM["body"])] = -100
+    hu[disc(rows, columns, 128, 128, PHANTOM["fat_inner"])] = 40
+    hu[disc(rows, columns, *PHANTOM["lung"])] = -950
+    hu[disc(rows, columns, *PHANTOM["bone"])] = 700
+    hu[disc(rows, columns, *PHANTOM["metal"])] = 3000
+    return hu
+
+
+def phantom_ct(*, study_uid: str, series_uid: str, number: int = 1, marker: str | None = None) -> Dataset:
+    """A 256x256 CT slice of the phantom (0.7 mm pixels), rescale intercept -1024."""
+    ds = ct_slice(study_uid=study_uid, series_uid=series_uid, sop_uid=generate_uid(), number=number,
+                  marker=marker or new_marker(), rows=256, columns=256)
+    ds.PixelData = (phantom_hu() + 1024).astype(np.int16).tobytes()
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    ds.BodyPartExamined = "CHEST"
+    return ds

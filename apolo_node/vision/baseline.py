@@ -1,0 +1,163 @@
+"""The offline default backend: classical image measurement, honest and non-diagnostic.
+
+It needs no weights and runs on any CPU, so ``apolo-node serve`` works end to end out of the box.
+On CT (modality values in Hounsfield units) it finds the body (the largest region above -500 HU,
+holes filled) and, inside it, regions of air, fat, soft tissue, bone and metal by HU range: each
+class present gets one finding with its total area on the slice and the box of its largest
+connected region. On other grayscale images it reports the densest objects (the brightest 1% of
+the displayed frame, as bone and devices show on projection radiographs). Colour images get no
+findings. Every report that carries its findings says that it is a non-diagnostic baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+import apolo_node
+from apolo_node.findings import Algorithm
+from apolo_node.imaging import ModelImage
+from apolo_node.vision.backend import Context, Described, RawFinding, VisionBackend
+
+DISCLAIMER = (
+    "Non-diagnostic baseline: regions measured by Hounsfield-unit ranges or brightness with "
+    "classical image analysis, not by a trained model; not for clinical use."
+)
+
+
+@dataclass(frozen=True)
+class HURange:
+    """A tissue class as a half-open Hounsfield range [low, high)."""
+
+    label: str
+    low: float
+    high: float
+
+
+# Ranges as commonly used for CT tissue segmentation; bone from 300 HU (cortical and dense
+# trabecular), metal from 2500 HU (above cortical bone, below the 3071 HU ceiling of 12 bits).
+CT_CLASSES = (
+    HURange("Air", -1100.0, -900.0),
+    HURange("Fat", -190.0, -30.0),
+    HURange("Soft tissue", -29.0, 150.0),
+    HURange("Bone", 300.0, 2500.0),
+    HURange("Metal", 2500.0, float("inf")),
+)
+BODY_THRESHOLD = -500.0
+MIN_REGION_PX = 16  # smaller regions are noise, not anatomy
+DENSE_PERCENTILE = 99.0
+DENSE_MAX_OBJECTS = 3
+
+
+def _largest_components(mask: np.ndarray, keep: int) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """(area, (x, y, w, h)) of the ``keep`` largest 8-connected regions of a boolean mask."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    regions = [
+        (int(stats[i, cv2.CC_STAT_AREA]), tuple(int(v) for v in stats[i, :4]))
+        for i in range(1, count)
+        if stats[i, cv2.CC_STAT_AREA] >= MIN_REGION_PX
+    ]
+    regions.sort(key=lambda r: r[0], reverse=True)
+    return regions[:keep]  # type: ignore[return-value]
+
+
+def body_mask(hu: np.ndarray) -> np.ndarray:
+    """The patient's body on a CT slice: the largest region above -500 HU with its holes filled
+    (lungs and bowel gas are inside the body, the air around it is not)."""
+    above = (hu > BODY_THRESHOLD).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(above, connectivity=8)
+    if count < 2:
+        return np.zeros(hu.shape, dtype=bool)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    body = (labels == largest).astype(np.uint8)
+    contours, _ = cv2.findContours(body, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros_like(body)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled.astype(bool)
+
+
+def _fraction_box(x: int, y: int, w: int, h: int, image: ModelImage) -> tuple[float, float, float, float]:
+    return (x / image.columns, y / image.rows, (x + w) / image.columns, (y + h) / image.rows)
+
+
+def _area_mm2(pixels: int, spacing: tuple[float, float] | None) -> float | None:
+    return None if spacing is None else round(pixels * spacing[0] * spacing[1], 1)
+
+
+def describe_ct(image: ModelImage) -> list[RawFinding]:
+    """Tissue classes by HU range inside the body, each with its area and largest region."""
+    assert image.values is not None
+    hu = image.values
+    body = body_mask(hu)
+    found = []
+    for cls in CT_CLASSES:
+        mask = body & (hu >= cls.low) & (hu < cls.high)
+        regions = _largest_components(mask, 1)
+        if not regions:
+            continue
+        total = int(mask.sum())
+        largest, (x, y, w, h) = regions[0]
+        total_mm2 = _area_mm2(total, image.pixel_spacing)
+        largest_mm2 = _area_mm2(largest, image.pixel_spacing)
+        where = f"{total_mm2:.1f} mm2" if total_mm2 is not None else f"{total} pixels"
+        biggest = f"{largest_mm2:.1f} mm2" if largest_mm2 is not None else f"{largest} pixels"
+        found.append(RawFinding(
+            label=cls.label,
+            description=(
+                f"{cls.label} ({cls.low:g} to {cls.high:g} HU) covers {where} of the body on this "
+                f"slice; its largest connected region ({biggest}) is boxed. Non-diagnostic baseline."
+            ),
+            box=_fraction_box(x, y, w, h, image),
+            measurements=(("Area", total_mm2, "mm2"),) if total_mm2 is not None else (),
+        ))
+    return found
+
+
+def describe_projection(image: ModelImage) -> list[RawFinding]:
+    """The densest objects: the brightest 1% of the displayed frame, largest regions first."""
+    gray = np.asarray(image.image.convert("L"), dtype=np.float32)
+    if gray.max() <= gray.min():
+        return []
+    threshold = max(float(np.percentile(gray, DENSE_PERCENTILE)), float(gray.mean() + 2 * gray.std()))
+    mask = gray >= threshold
+    scale_y = image.rows / gray.shape[0]
+    scale_x = image.columns / gray.shape[1]
+    found = []
+    for n, (area, (x, y, w, h)) in enumerate(_largest_components(mask, DENSE_MAX_OBJECTS), start=1):
+        source_px = round(area * scale_x * scale_y)
+        mm2 = _area_mm2(source_px, image.pixel_spacing)
+        size = f"{mm2:.1f} mm2" if mm2 is not None else f"{source_px} pixels"
+        found.append(RawFinding(
+            label="Dense object",
+            description=(
+                f"Dense object {n}: among the brightest 1% of the image, {size}. "
+                "Non-diagnostic baseline."
+            ),
+            box=(x / gray.shape[1], y / gray.shape[0], (x + w) / gray.shape[1], (y + h) / gray.shape[0]),
+            measurements=(("Area", mm2, "mm2"),) if mm2 is not None else (),
+        ))
+    return found
+
+
+class BaselineBackend(VisionBackend):
+    """Classical measurement, no model: the offline default."""
+
+    disclaimer = DISCLAIMER
+
+    def __init__(self) -> None:
+        self.algorithm = Algorithm("apolo-node baseline", f"{apolo_node.__version__}+hu1")
+
+    def describe_batch(self, images: Sequence[ModelImage], contexts: Sequence[Context]) -> list[Described]:
+        out = []
+        for image in images:
+            if image.values is not None and image.modality == "CT":
+                found = describe_ct(image)
+            elif image.values is not None:
+                found = describe_projection(image)
+            else:
+                found = []
+            out.append(Described(findings=tuple(found)))
+        return out

@@ -1,0 +1,170 @@
+"""The vision stage's work on one de-identified study: choose images, ask the backend, and turn
+its answers into findings in source pixels.
+
+A series of single-frame slices is a volume: the ``frames`` setting (first, middle, all up to
+``max_frames``) picks slices of it as it picks frames of a multi-frame instance. Images go to the
+backend in batches of ``batch_size``; boxes come back as fractions of the image shown and are
+mapped to the source frame through its transform. Tracking UIDs are derived from the algorithm,
+the instance, the frame and the finding's place in the answer, so describing a study again
+with the same model gives the same UIDs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+
+from apolo_node.config import VisionSettings
+from apolo_node.findings import Algorithm, Box, Code, Finding, Measurement
+from apolo_node.imaging import ImagingError, ModelImage, model_images, select_frames
+from apolo_node.vision.backend import Context, Described, RawFinding, VisionBackend
+from apolo_node.vision.lexicon import code_for
+
+MEASUREMENT_NAMES = {"area": Code("42798000", "SCT", "Area")}
+UNIT_MEANINGS = {"mm2": "square millimeter", "mm": "millimeter", "1": "no units"}
+
+
+@dataclass(frozen=True)
+class StudyFindings:
+    """What the backend saw in a study, ready for the TID 1500 SR and the catalog."""
+
+    algorithm: Algorithm
+    disclaimer: str
+    findings: tuple[Finding, ...]
+    images: int  # frames shown to the backend
+    unparsed: int  # pieces of model output that were not findings
+    free_text: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = field(default=())  # "<sop uid>: why" for images not shown
+
+
+def has_pixels(header: Dataset) -> bool:
+    return "PixelData" in header or "FloatPixelData" in header or "DoubleFloatPixelData" in header
+
+
+def _order(header: Dataset) -> tuple[float, str]:
+    number = header.get("InstanceNumber")
+    try:
+        n = float(number) if number is not None else float("inf")
+    except (TypeError, ValueError):
+        n = float("inf")
+    return n, str(header.SOPInstanceUID)
+
+
+def choose_instances(headers: Sequence[Dataset], settings: VisionSettings) -> list[Dataset]:
+    """The image instances to look at: per series, all multi-frame instances (their frames are
+    chosen later), and of single-frame slices those that ``frames`` picks, in instance order."""
+    series: dict[str, list[Dataset]] = defaultdict(list)
+    for header in headers:
+        if has_pixels(header):
+            series[str(header.get("SeriesInstanceUID", ""))].append(header)
+    chosen = []
+    for members in series.values():
+        members.sort(key=_order)
+        multi = [h for h in members if int(h.get("NumberOfFrames", 1) or 1) > 1]
+        single = [h for h in members if int(h.get("NumberOfFrames", 1) or 1) <= 1]
+        chosen.extend(multi)
+        if single:
+            picks = select_frames(len(single), settings.frames, settings.max_frames)
+            chosen.extend(single[i - 1] for i in picks)
+    return chosen
+
+
+def tracking_uid(algorithm: Algorithm, image: ModelImage, index: int) -> str:
+    """Stable across runs of the same model on the same de-identified frame."""
+    parts = (algorithm.name, algorithm.version, image.sop_instance_uid, str(image.frame), str(index))
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()[:16]
+    return f"2.25.{int.from_bytes(digest, 'big')}"  # a UUID-sized integer under 2.25 (PS3.5 B.2)
+
+
+def to_finding(raw: RawFinding, image: ModelImage, algorithm: Algorithm, index: int) -> tuple[Finding, int]:
+    """One backend finding on one image as a Finding in source pixels; and 1 if its box was lost."""
+    box = None
+    lost = 0
+    if raw.box is not None:
+        mapped = image.transform.fraction_to_source(raw.box)
+        if mapped is None:
+            lost = 1
+        else:
+            box = Box(*mapped)
+    measurements = []
+    for name, value, unit in raw.measurements:
+        name_code = MEASUREMENT_NAMES.get(name.lower()) or code_for(name)
+        unit_code = Code(unit, "UCUM", UNIT_MEANINGS.get(unit, unit))
+        measurements.append(Measurement(name_code, float(value), unit_code))
+    finding = Finding(
+        tracking_uid=tracking_uid(algorithm, image, index),
+        label=raw.label,
+        code=code_for(raw.label),
+        sop_instance_uid=image.sop_instance_uid,
+        sop_class_uid=image.sop_class_uid,
+        frame=image.frame,
+        description=raw.description,
+        box=box,
+        confidence=raw.confidence,
+        laterality=raw.laterality,
+        location=raw.location,
+        measurements=tuple(measurements),
+    )
+    return finding, lost
+
+
+def _images(datasets: Iterable[Dataset], settings: VisionSettings, skipped: list[str]) -> Iterator[ModelImage]:
+    for ds in datasets:
+        try:
+            yield from model_images(ds, settings.frames, settings.max_frames, settings.max_pixels)
+        except ImagingError as exc:
+            skipped.append(f"{ds.get('SOPInstanceUID', '?')}: {exc}")
+
+
+def _batches(images: Iterator[ModelImage], size: int) -> Iterator[list[ModelImage]]:
+    batch: list[ModelImage] = []
+    for image in images:
+        batch.append(image)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def look(backend: VisionBackend, datasets: Iterable[Dataset], settings: VisionSettings) -> StudyFindings:
+    """Describe every chosen frame of the given instances; decode lazily, batch by batch."""
+    skipped: list[str] = []
+    findings: list[Finding] = []
+    free_text: list[str] = []
+    images = unparsed = 0
+    for batch in _batches(_images(datasets, settings, skipped), settings.batch_size):
+        contexts = [
+            Context(i.modality, i.body_part, i.frame, i.frames, i.pixel_spacing) for i in batch
+        ]
+        answers: list[Described] = backend.describe_batch(batch, contexts)
+        if len(answers) != len(batch):
+            raise RuntimeError(
+                f"vision backend answered {len(answers)} times for {len(batch)} images"
+            )
+        for image, answer in zip(batch, answers, strict=True):
+            images += 1
+            unparsed += answer.unparsed
+            free_text.extend(answer.free_text)
+            for index, raw in enumerate(answer.findings):
+                try:
+                    finding, lost = to_finding(raw, image, backend.algorithm, index)
+                except ValueError:  # an unusable label, confidence or laterality: keep its text
+                    unparsed += 1
+                    free_text.append(raw.description or raw.label)
+                    continue
+                unparsed += lost
+                findings.append(finding)
+    return StudyFindings(
+        algorithm=backend.algorithm,
+        disclaimer=backend.disclaimer,
+        findings=tuple(findings),
+        images=images,
+        unparsed=unparsed,
+        free_text=tuple(t for t in free_text if t),
+        skipped=tuple(skipped),
+    )
