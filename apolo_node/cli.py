@@ -24,6 +24,7 @@ from apolo_node.catalog.engine import engine_for
 from apolo_node.catalog.migrate import SchemaError, current, head, require_head, upgrade
 from apolo_node.catalog.records import list_studies
 from apolo_node.config import Config, ConfigError
+from apolo_node.vision.backend import BackendUnavailable
 
 app = typer.Typer(
     name="apolo-node",
@@ -43,6 +44,10 @@ class BadInput(Exception):
     """The user's input is wrong (exit 2); the message says how."""
 
 
+class NotYet(Exception):
+    """What was asked for does not exist yet (exit 1): a study not yet reported."""
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -56,7 +61,7 @@ def clean_errors(fn: F) -> F:
         except (ConfigError, BadInput, FileNotFoundError) as exc:
             typer.echo(f"apolo-node: error: {exc}", err=True)
             raise typer.Exit(EXIT_USAGE) from None
-        except SchemaError as exc:
+        except (SchemaError, BackendUnavailable, NotYet) as exc:
             typer.echo(f"apolo-node: error: {exc}", err=True)
             raise typer.Exit(EXIT_FAILED) from None
         except typer.Exit:
@@ -230,6 +235,51 @@ def studies(
             r.received_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     Console(width=max(120, Console().width)).print(table)
+
+
+@app.command()
+@clean_errors
+def report(
+    study: Annotated[str, typer.Argument(help="the study's pseudonymous Study Instance UID")],
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show a study's findings and its TID 1500 SR."""
+    from apolo_node.catalog.reports import report_for
+
+    cfg = load_config(config)
+    engine = engine_for(cfg)
+    try:
+        require_head(engine)
+        stored = report_for(engine, study)
+        summary = None if stored else next((s for s in list_studies(engine) if s.study_uid == study), None)
+    finally:
+        engine.dispose()
+    if stored is None:
+        if summary is None:
+            raise BadInput(f"study {study} is not in the catalog (see apolo-node studies)")
+        raise NotYet(f"study {study} has no report yet (status: {summary.status})")
+    if json_out:
+        typer.echo(json.dumps(stored.as_json(), indent=2))
+        return
+    r = stored.record
+    console = Console(width=max(120, Console().width))
+    console.print(f"study {r.study_uid}: SR {r.path}")
+    console.print(
+        f"{r.algorithm.name} {r.algorithm.version}: {r.images} images, {len(stored.findings)} findings, "
+        f"{r.unparsed} unparsed"
+    )
+    table = Table()
+    for col in ("finding", "code", "instance / frame", "box (x1, y1, x2, y2)", "confidence", "measurements"):
+        table.add_column(col)
+    for f in stored.findings:
+        box = ", ".join(f"{v:.0f}" for v in f.box.as_list()) if f.box else "-"
+        table.add_row(
+            f.label, f"{f.code.scheme} {f.code.value}", f"...{f.sop_instance_uid[-12:]} / {f.frame}", box,
+            "-" if f.confidence is None else f"{f.confidence:.2f}",
+            "; ".join(f"{m.name.meaning} {m.value:g} {m.unit.value}" for m in f.measurements) or "-",
+        )
+    console.print(table)
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ A peer that is not installed skips its tests with the package to install, except
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +33,26 @@ def require_peer(name: str, available: bool) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+TOOLS = {"dciodvfy": "dicom3tools", "dsrdump": "dcmtk", "dcmdump": "dcmtk"}
+
+
+def need_tool(name: str) -> str:
+    """The path of a validation tool; skip without it (fail under CI=true)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    reason = f"{name} is not installed on this machine; install the Debian package {TOOLS.get(name, name)}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The lines dciodvfy (dicom3tools) reports as errors for a DICOM file."""
+    run = subprocess.run([need_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
 
 
 @pytest.fixture

@@ -159,3 +159,38 @@ def phantom_ct(*, study_uid: str, series_uid: str, number: int = 1, marker: str 
     ds.WindowCenter, ds.WindowWidth = 40, 400
     ds.BodyPartExamined = "CHEST"
     return ds
+
+
+def enhanced_ct_phantom(*, study_uid: str, series_uid: str, frames: int = 3, metal_frame: int = 2) -> Dataset:
+    """A multi-frame Enhanced CT of the phantom: rescale and spacing only in the shared functional
+    groups, a window per frame; the metal clip is on ``metal_frame`` (1-based) only."""
+    from pydicom.uid import EnhancedCTImageStorage
+
+    ds = phantom_ct(study_uid=study_uid, series_uid=series_uid)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    for keyword in ("RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth", "PixelSpacing"):
+        del ds[keyword]
+    ds.NumberOfFrames = frames
+    transform = Dataset()
+    transform.RescaleIntercept, transform.RescaleSlope, transform.RescaleType = -1024, 1, "HU"
+    measures = Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [0.5, 0.5], 1.0
+    shared = Dataset()
+    shared.PixelValueTransformationSequence = [transform]
+    shared.PixelMeasuresSequence = [measures]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per_frame = []
+    stack = []
+    for n in range(1, frames + 1):
+        voi = Dataset()
+        voi.WindowCenter, voi.WindowWidth = 40 + n, 400
+        item = Dataset()
+        item.FrameVOILUTSequence = [voi]
+        per_frame.append(item)
+        hu = phantom_hu()
+        if n != metal_frame:
+            hu[disc(256, 256, *PHANTOM["metal"])] = 40
+        stack.append(hu + 1024)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.PixelData = np.stack(stack).astype(np.int16).tobytes()
+    return ds

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from pydicom.uid import ImplicitVRLittleEndian, RLELossless, generate_uid
 from apolo_node import config
 from apolo_node.deid import Deidentifier, deidentify_paths
 from apolo_node.deid import actions
+from tests.peer_fixtures import dciodvfy_errors
 from tests.synthetic import ct_slice, new_marker, write_study
 
 KEY = "test-key-0123456789abcdef"
@@ -130,12 +129,6 @@ def rich_ct(marker: str):
     return ds
 
 
-def dciodvfy_errors(path: Path) -> list[str]:
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
-
-
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not installed")
 @pytest.mark.parametrize("options", [(), ("clean_pixel_data", "clean_descriptors", "retain_long_modified_dates")])
 def test_cleaned_ct_has_no_more_dciodvfy_errors_than_its_original(tmp_path, options):
     marker = new_marker()

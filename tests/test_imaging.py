@@ -9,7 +9,7 @@ from pydicom.uid import generate_uid
 
 from apolo_node.imaging import ImagingError, Transform, fit, model_images, select_frames, window
 from tests.image_cases import CASES, Case, build
-from tests.synthetic import ct_slice, new_marker
+from tests.synthetic import PHANTOM, ct_slice, disc, enhanced_ct_phantom, new_marker
 
 
 @pytest.mark.parametrize(
@@ -154,3 +154,16 @@ def test_an_instance_without_pixels_is_refused_by_uid() -> None:
     del ds.PixelData
     with pytest.raises(ImagingError, match=f"{ds.SOPInstanceUID} has no Pixel Data"):
         list(model_images(ds))
+
+
+def test_enhanced_multiframe_luts_and_spacing_come_from_the_functional_groups() -> None:
+    ds = enhanced_ct_phantom(study_uid=generate_uid(), series_uid=generate_uid(), frames=3)
+    images = list(model_images(ds, frames="all"))
+    assert [i.frame for i in images] == [1, 2, 3]
+    for image in images:
+        assert image.pixel_spacing == (0.5, 0.5)
+        assert image.values is not None and image.values[5, 5] == -1000.0  # rescaled to HU
+    metal = disc(256, 256, *PHANTOM["metal"])
+    assert images[1].values[metal].min() == 3000.0 and images[0].values[metal].max() == 40.0
+    # frame 3's window centre is 43: 40 HU sits at (40 - (43 - 0.5 - 199.5)) / 399 = 0.49373
+    assert np.asarray(images[2].image)[128, 128, 0] == round(255 * (40 - (43 - 0.5 - 199.5)) / 399)

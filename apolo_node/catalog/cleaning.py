@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Engine, and_, func, insert, select, update
 
-from apolo_node.catalog.models import Instance, InstanceState, Study, StudyStatus, utcnow
+from apolo_node.catalog.models import Instance, InstanceState, Job, JobState, Study, StudyStatus, utcnow
+from apolo_node.catalog.reports import DESCRIBE
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ def instance_states(engine: Engine, study_id: int) -> dict[str, int]:
 
 
 def settle_study(engine: Engine, study_id: int) -> str | None:
-    """Set a queued study to ``deidentified`` or ``quarantined`` from its instances' states.
+    """Set a queued study to ``deidentified`` (queueing its ``describe`` job in the same
+    transaction) or ``quarantined``, from its instances' states.
 
     A study re-opened meanwhile (a late instance made it ``receiving``) is left as it is, and
     None is returned; otherwise the new status.
@@ -76,19 +78,30 @@ def settle_study(engine: Engine, study_id: int) -> str | None:
     else:
         status = StudyStatus.QUARANTINED.value
         reason = f"all {total} instances quarantined"
+    now = utcnow()
     with engine.begin() as conn:
         moved = conn.execute(
             update(Study)
             .where(and_(Study.id == study_id, Study.status == StudyStatus.QUEUED.value))
-            .values(status=status, reason=reason, updated_at=utcnow())
+            .values(status=status, reason=reason, updated_at=now)
         ).rowcount
+        if moved and status == StudyStatus.DEIDENTIFIED.value:  # the vision stage's turn
+            conn.execute(
+                insert(Job).values(
+                    kind=DESCRIBE, study_id=study_id, state=JobState.PENDING.value,
+                    attempts=0, created_at=now, updated_at=now,
+                )
+            )
     return status if moved else None
 
 
-def fail_study(engine: Engine, study_id: int, reason: str) -> None:
+def fail_study(
+    engine: Engine, study_id: int, reason: str, from_status: StudyStatus = StudyStatus.QUEUED
+) -> None:
+    """Mark the study failed, unless it has moved on from ``from_status`` (re-opened meanwhile)."""
     with engine.begin() as conn:
         conn.execute(
             update(Study)
-            .where(and_(Study.id == study_id, Study.status == StudyStatus.QUEUED.value))
+            .where(and_(Study.id == study_id, Study.status == from_status.value))
             .values(status=StudyStatus.FAILED.value, reason=reason, updated_at=utcnow())
         )

@@ -12,6 +12,7 @@ import enum
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -149,3 +150,48 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Report(Base):
+    """The vision stage's TID 1500 SR of a study: one per study, replaced when described again."""
+
+    __tablename__ = "report"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), unique=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_uid: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(255))  # spool-relative SR file
+    algorithm: Mapped[str] = mapped_column(String(128))
+    algorithm_version: Mapped[str] = mapped_column(String(64))
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    unparsed: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FindingRow(Base):
+    """One finding of a report, as the SR holds it: where (instance, frame, box), what, how sure."""
+
+    __tablename__ = "finding"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("report.id", ondelete="CASCADE"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    tracking_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    frame: Mapped[int] = mapped_column(Integer, default=1)
+    label: Mapped[str] = mapped_column(String(64), index=True)
+    code_value: Mapped[str] = mapped_column(String(16))
+    code_scheme: Mapped[str] = mapped_column(String(16))
+    code_meaning: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    x1: Mapped[float | None] = mapped_column(Float, nullable=True)
+    y1: Mapped[float | None] = mapped_column(Float, nullable=True)
+    x2: Mapped[float | None] = mapped_column(Float, nullable=True)
+    y2: Mapped[float | None] = mapped_column(Float, nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    laterality: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    location: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    measurements: Mapped[str] = mapped_column(Text, default="[]")  # JSON: [{name, value, unit}]
+    model: Mapped[str] = mapped_column(String(128))

@@ -4,7 +4,7 @@ Imports nothing of ours: it is given de-identified datasets and returns images w
 transform back to source pixels.
 """
 
-from apolo_node.imaging.display import ImagingError, modality_values, to_rgb8, voi, window
+from apolo_node.imaging.display import ImagingError, frame_attributes, modality_values, to_rgb8, voi, window
 from apolo_node.imaging.model_image import ModelImage, Transform
 from apolo_node.imaging.prepare import fit, model_images, pixel_spacing, select_frames
 
@@ -13,6 +13,7 @@ __all__ = [
     "ModelImage",
     "Transform",
     "fit",
+    "frame_attributes",
     "modality_values",
     "model_images",
     "pixel_spacing",

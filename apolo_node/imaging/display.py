@@ -19,6 +19,43 @@ class ImagingError(ValueError):
     """A frame cannot be shown to a model; the message says which attribute and why."""
 
 
+_PIXEL_KEYWORDS = (
+    "SOPInstanceUID", "PhotometricInterpretation", "SamplesPerPixel", "BitsAllocated", "BitsStored",
+    "HighBit", "PixelRepresentation", "RescaleSlope", "RescaleIntercept", "RescaleType",
+    "ModalityLUTSequence", "WindowCenter", "WindowWidth", "VOILUTFunction", "VOILUTSequence",
+    "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData",
+    "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
+    "SegmentedRedPaletteColorLookupTableData", "SegmentedGreenPaletteColorLookupTableData",
+    "SegmentedBluePaletteColorLookupTableData", "PixelSpacing", "ImagerPixelSpacing",
+)
+# Functional group macros that carry a frame's LUTs and spacing (enhanced CT/MR/XA/...).
+_FRAME_MACROS = ("PixelValueTransformationSequence", "FrameVOILUTSequence", "PixelMeasuresSequence")
+
+
+def frame_attributes(ds: Dataset, index: int) -> Dataset:
+    """The attributes that say how to display frame ``index`` (0-based): the top level, then the
+    shared functional groups, then the frame's own (PS3.3 C.7.6.16), later ones winning."""
+    view = Dataset()
+    for keyword in _PIXEL_KEYWORDS:
+        if keyword in ds:
+            view[keyword] = ds[keyword]
+    groups = []
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        groups.append(shared[0])
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame and index < len(per_frame):
+        groups.append(per_frame[index])
+    for group in groups:
+        for macro in _FRAME_MACROS:
+            items = group.get(macro)
+            if items:
+                for element in items[0]:
+                    view[element.tag] = element
+    return view
+
+
 def modality_values(ds: Dataset, frame: np.ndarray) -> np.ndarray:
     """The frame in modality units (Hounsfield units on CT), as float32."""
     if "ModalityLUTSequence" in ds or ("RescaleSlope" in ds and "RescaleIntercept" in ds):

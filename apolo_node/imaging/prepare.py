@@ -15,7 +15,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
-from apolo_node.imaging.display import ImagingError, to_rgb8
+from apolo_node.imaging.display import ImagingError, frame_attributes, to_rgb8
 from apolo_node.imaging.model_image import ModelImage, Transform
 
 FRAME_SELECTIONS = ("first", "middle", "all")
@@ -75,7 +75,6 @@ def model_images(
         raise ImagingError(f"instance {ds.get('SOPInstanceUID', '?')} has no Pixel Data")
     columns, rows = int(ds.Columns), int(ds.Rows)
     count = int(ds.get("NumberOfFrames", 1) or 1)
-    spacing = pixel_spacing(ds)
     width, height = fit(columns, rows, max_pixels)
     for number in select_frames(count, frames, max_frames):
         try:
@@ -84,7 +83,8 @@ def model_images(
             raise ImagingError(
                 f"frame {number} of instance {ds.SOPInstanceUID} could not be decoded ({type(exc).__name__})"
             ) from None
-        rgb, values = to_rgb8(ds, frame)
+        attributes = frame_attributes(ds, number - 1)
+        rgb, values = to_rgb8(attributes, frame)
         image = Image.fromarray(np.ascontiguousarray(rgb))
         if (width, height) != (columns, rows):
             image = image.resize((width, height), Image.Resampling.LANCZOS)
@@ -95,7 +95,7 @@ def model_images(
             frame=number,
             transform=Transform(columns, rows, width, height),
             values=values,
-            pixel_spacing=spacing,
+            pixel_spacing=pixel_spacing(attributes),
             modality=str(ds.get("Modality", "") or "") or None,
             body_part=str(ds.get("BodyPartExamined", "") or "") or None,
             frames=count,

@@ -1,5 +1,5 @@
 """``apolo-node ingest``: files and folders through the same store as the network, no SCP,
-then through the de-identification stage, as ``serve`` would take them."""
+then through the de-identification and vision stages, as ``serve`` would take them."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from apolo_node.config import Config
 from apolo_node.deid import Deidentifier
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
-from apolo_node.pipeline import deidentify
+from apolo_node.pipeline import deidentify, describe
 from apolo_node.pseudonym import mapper
 from apolo_node.receive.spool import Spool
 from apolo_node.receive.store import InstanceStore
+from apolo_node.vision.backends import make_backend
 
 log = get_logger("ingest")
 PART10_MAGIC_AT = 128
@@ -81,6 +82,12 @@ def ingest(cfg: Config, paths: list[Path]) -> IngestSummary:
                 cfg, engine, spool, deidentifier, deidentify.worker_name(), vault=vault
             ):
                 pass
+            backend = make_backend(cfg.vision)
+            try:
+                while describe.run_once(engine, spool, backend, cfg, describe.worker_name()):
+                    pass
+            finally:
+                backend.close()
         event(
             log, "ingest.done", stored=summary.stored, duplicates=summary.duplicates,
             refused=len(summary.refused), skipped=len(summary.skipped),

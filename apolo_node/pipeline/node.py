@@ -1,4 +1,5 @@
-"""The running node: the SCP, the stable-study watcher, and a clean stop on SIGTERM.
+"""The running node: the SCP, the stable-study watcher, the de-identification and vision
+workers, and a clean stop on SIGTERM.
 
 Start-up checks before listening: the catalog is at the newest schema, the spool is writable,
 scraps of unacknowledged instances are cleared, and whole spooled files with no catalog row
@@ -20,12 +21,13 @@ from apolo_node.config import Config
 from apolo_node.deid import Deidentifier
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
-from apolo_node.pipeline import deidentify
+from apolo_node.pipeline import deidentify, describe
 from apolo_node.pseudonym import mapper
 from apolo_node.receive import stable
 from apolo_node.receive.scp import StorageSCP
 from apolo_node.receive.spool import Spool
 from apolo_node.receive.store import InstanceStore
+from apolo_node.vision.backends import make_backend
 
 log = get_logger("node")
 
@@ -61,6 +63,7 @@ class Node:
         self.scp = StorageSCP(cfg.receive, self.store)
         self.deidentifier = Deidentifier.from_config(cfg)  # bad [deid] options stop us here
         self.vault = Vault.from_config(cfg) if cfg.send.enabled else None
+        self.vision = make_backend(cfg.vision)  # a backend that cannot run stops us here
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -80,7 +83,13 @@ class Node:
             name="deid-worker",
             daemon=True,
         )
-        for thread in (watcher, cleaner):
+        describer = threading.Thread(
+            target=describe.watch,
+            args=(self.engine, self.spool, self.vision, self.cfg, self._stop),
+            name="vision-worker",
+            daemon=True,
+        )
+        for thread in (watcher, cleaner, describer):
             thread.start()
             self._threads.append(thread)
 
@@ -90,6 +99,7 @@ class Node:
         aborted = self.scp.stop()
         for t in self._threads:
             t.join(timeout=10)
+        self.vision.close()
         self.engine.dispose()
         event(log, "node.stopped", aborted=aborted)
 

@@ -42,7 +42,8 @@ class StudyFindings:
 
 
 def has_pixels(header: Dataset) -> bool:
-    return "PixelData" in header or "FloatPixelData" in header or "DoubleFloatPixelData" in header
+    """An image instance, judged from its header alone (read without Pixel Data)."""
+    return "Rows" in header and "Columns" in header and "BitsAllocated" in header
 
 
 def _order(header: Dataset) -> tuple[float, str]:

@@ -1,0 +1,332 @@
+"""The ``openai`` vision backend: any OpenAI-compatible chat server (vLLM, SGLang) over HTTP.
+
+Each image goes as its own ``POST {base}/chat/completions`` with our prompt, the image as a PNG
+data URL and our findings JSON schema as ``response_format``; the requests of one batch are
+sent at once, because the server batches them on the GPU. A server that refuses
+``response_format`` is asked again without it, and never again with it (the prompt asks for the
+same JSON). Connection errors, timeouts, 429 and 5xx are retried with exponential backoff and
+jitter; what still fails raises ``VisionServerError`` and the caller decides about the study.
+The API key goes only into the Authorization header: never into a log, an error or a repr.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import io
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from apolo_node.config import VisionSettings
+from apolo_node.findings import Algorithm
+from apolo_node.imaging import ModelImage
+from apolo_node.logs import event, get_logger
+from apolo_node.vision import grounding, prompts
+from apolo_node.vision.backend import Context, Described, VisionBackend
+
+log = get_logger("vision.openai")
+
+RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+RETRY_AFTER_MAX = 30.0  # seconds: a longer Retry-After is not waited for, our backoff is used
+BACKOFF_MAX = 30.0  # seconds: the longest pause between two attempts
+MODELS_TIMEOUT = 10.0  # seconds: GET /models only names the weights; it must not hold a study
+ALGORITHM_VERSION_MAX = 64  # TID 4019 Algorithm Version is LO
+UNKNOWN_VERSION = "unknown"
+
+
+class VisionServerError(RuntimeError):
+    """The vision server could not answer, after retries; the message names the URL and status."""
+
+
+def available() -> str | None:
+    """None: httpx is a core dependency, and the server is checked at the first request."""
+    return None
+
+
+def normalise_base_url(url: str) -> str:
+    """``http://host:8000``, ``.../v1/`` or ``.../v1/chat/completions`` all become ``.../v1``."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ValueError(
+            f"url must be an http(s) base URL such as http://127.0.0.1:8000/v1, got {url!r}"
+        )
+    base = url.strip().rstrip("/")
+    for suffix in ("/chat/completions", "/completions", "/models"):
+        base = base.removesuffix(suffix)
+    return base if base.endswith("/v1") else f"{base}/v1"
+
+
+def _without_userinfo(url: str) -> str:
+    """The URL as it may be shown: no ``user:password@``."""
+    return str(httpx.URL(url).copy_with(username=None, password=None))
+
+
+def png_data_url(image: ModelImage) -> str:
+    """The model image as a ``data:image/png;base64,...`` URL."""
+    buffer = io.BytesIO()
+    image.image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class OpenAIBackend(VisionBackend):
+    """A served vision-language model behind an OpenAI-compatible ``/chat/completions``."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        api_key: str = "",
+        timeout: float = 120.0,
+        retries: int = 3,
+        max_new_tokens: int = 512,
+        batch_size: int = 4,
+        backoff: float = 0.5,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError(f"model must name the served model, got {model!r}")
+        if not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if not isinstance(backoff, (int, float)) or not backoff >= 0:
+            raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+        for name, value, low in (
+            ("retries", retries, 0),
+            ("max_new_tokens", max_new_tokens, 1),
+            ("batch_size", batch_size, 1),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self.base_url = normalise_base_url(url)
+        self.model = model
+        self.timeout = float(timeout)
+        self.retries = retries
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.backoff = float(backoff)
+        self._shown_url = _without_userinfo(self.base_url)
+        self._has_key = bool(api_key)
+        self._key_text = api_key  # kept only to scrub it from server text we quote
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # One pooled client, shared by the batch's threads (httpx clients may be); the timeout
+        # bounds connecting and each wait for bytes, so one answer waits at most about `timeout`.
+        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout, pool=None))
+        self._lock = threading.Lock()  # guards _structured
+        self._algorithm_lock = threading.Lock()  # one GET /models, even from several threads
+        self._structured = True  # send response_format until the server refuses it
+        self._algorithm: Algorithm | None = None
+
+    @classmethod
+    def from_settings(cls, settings: VisionSettings, *, backoff: float = 0.5) -> OpenAIBackend:
+        """The backend that ``[vision]`` with ``backend = "openai"`` describes."""
+        return cls(
+            settings.url,
+            settings.model,
+            api_key=settings.api_key,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            max_new_tokens=settings.max_new_tokens,
+            batch_size=settings.batch_size,
+            backoff=backoff,
+        )
+
+    def __repr__(self) -> str:
+        key = "set" if self._has_key else "none"
+        return f"OpenAIBackend(url={self._shown_url!r}, model={self.model!r}, api_key=<{key}>)"
+
+    # -- algorithm (TID 4019) -----------------------------------------------------------------
+    @property
+    def algorithm(self) -> Algorithm:  # type: ignore[override]
+        """The served name, and as version the weights the server names (vLLM's ``root``)."""
+        with self._algorithm_lock:
+            if self._algorithm is None:
+                self._algorithm = Algorithm(name=self.model, version=self._served_version())
+            return self._algorithm
+
+    def _served_version(self) -> str:
+        try:
+            response = self._client.get(
+                f"{self.base_url}/models", timeout=min(self.timeout, MODELS_TIMEOUT)
+            )
+            cards = response.json().get("data", []) if response.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, AttributeError):
+            cards = []
+        for card in cards if isinstance(cards, list) else []:
+            if isinstance(card, dict) and card.get("id") == self.model:
+                root = card.get("root")
+                if isinstance(root, str) and root.strip():
+                    # A local path's end names the weights best; LO holds 64 characters.
+                    return root.strip()[-ALGORITHM_VERSION_MAX:]
+        return UNKNOWN_VERSION
+
+    # -- describing ---------------------------------------------------------------------------
+    def describe_batch(
+        self, images: Sequence[ModelImage], contexts: Sequence[Context]
+    ) -> list[Described]:
+        if len(images) != len(contexts):
+            raise ValueError(
+                f"describe_batch needs one context per image, got {len(images)} images "
+                f"and {len(contexts)} contexts"
+            )
+        if not images:
+            return []
+        if len(images) == 1:
+            return [self._describe_one(images[0], contexts[0])]
+        pool = ThreadPoolExecutor(
+            max_workers=min(self.batch_size, len(images)),
+            thread_name_prefix="vision-openai",
+        )
+        try:
+            futures = [pool.submit(self._describe_one, i, c) for i, c in zip(images, contexts)]
+            return [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _describe_one(self, image: ModelImage, context: Context) -> Described:
+        messages = [
+            {"role": "system", "content": prompts.SYSTEM_PROMPT},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": prompts.user_prompt(context)},
+                    {"type": "image_url", "image_url": {"url": png_data_url(image)}},
+                ],
+            },
+        ]
+        answer = self._chat(messages)
+        return self._described(answer)
+
+    def _chat(self, messages: list[dict[str, Any]]) -> Any:
+        """POST the chat request, with retries; the parsed JSON body of the 200 answer."""
+        url = f"{self.base_url}/chat/completions"
+        attempt = 0
+        last = ""
+        while True:
+            structured = self._structured
+            body: dict[str, Any] = {
+                "model": self.model,
+                "messages": messages,
+                "max_tokens": self.max_new_tokens,
+                "temperature": 0,
+            }
+            if structured:
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "findings",
+                        "schema": prompts.FINDINGS_SCHEMA,
+                        "strict": True,
+                    },
+                }
+            retry_after: float | None = None
+            try:
+                response = self._client.post(url, json=body)
+            except (
+                httpx.TimeoutException,
+                httpx.NetworkError,
+                httpx.RemoteProtocolError,
+            ) as exc:
+                last = type(exc).__name__
+            else:
+                status = response.status_code
+                if status == 200:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        return None
+                if structured and status in (400, 422) and _refuses_response_format(response.text):
+                    with self._lock:
+                        if self._structured:
+                            self._structured = False
+                            event(
+                                log,
+                                "vision.openai.response_format_refused",
+                                logging.WARNING,
+                                server=self._shown_url,
+                                model=self.model,
+                                status=status,
+                            )
+                    continue  # the same attempt again, without response_format
+                last = f"HTTP {status}"
+                if status not in RETRY_STATUSES:
+                    raise VisionServerError(
+                        f"vision server {self._shown_url} answered POST /chat/completions with "
+                        f"{last}, not retried: {self._excerpt(response.text)}"
+                    )
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+            if attempt >= self.retries:
+                raise VisionServerError(
+                    f"vision server {self._shown_url} failed POST /chat/completions after "
+                    f"{attempt + 1} attempt(s) ({self.retries} retries); last: {last}"
+                )
+            pause = min(self.backoff * 2**attempt, BACKOFF_MAX) * random.uniform(0.5, 1.5)
+            if retry_after is not None and retry_after <= RETRY_AFTER_MAX:
+                pause = max(pause, retry_after)
+            event(
+                log,
+                "vision.openai.retry",
+                logging.WARNING,
+                server=self._shown_url,
+                attempt=attempt + 1,
+                last=last,
+                pause=round(pause, 3),
+            )
+            time.sleep(pause)
+            attempt += 1
+
+    def _excerpt(self, text: str, limit: int = 200) -> str:
+        """A short quote of the server's error, with the API key scrubbed should it echo it."""
+        text = " ".join(text.split())
+        if self._key_text:
+            text = text.replace(self._key_text, "<api_key>")
+        return text[:limit] + ("..." if len(text) > limit else "")
+
+    def _described(self, answer: Any) -> Described:
+        """The findings in ``choices[0].message.content``; an answer with none is counted unparsed."""
+        if not isinstance(answer, dict):
+            return _unparsed("the server's answer was not a JSON object")
+        choices = answer.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return _unparsed("the server's answer had no choices")
+        message = choices[0].get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):  # content parts, as some servers write them
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if not isinstance(content, str) or not content.strip():
+            reason = choices[0].get("finish_reason")
+            return _unparsed(f"the server's answer had no content (finish_reason {reason!r})")
+        return grounding.parse(content, grounding.Coordinates.thousandths())
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _unparsed(why: str) -> Described:
+    return Described(unparsed=1, free_text=(why,))
+
+
+def _refuses_response_format(text: str) -> bool:
+    low = text.lower()
+    return "response_format" in low or "json_schema" in low
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (seconds or an HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(when.timestamp() - time.time(), 0.0)

@@ -1,0 +1,138 @@
+"""A de-identified study goes through the vision stage: SR on disk, findings in the catalog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from sqlalchemy import Engine
+
+from apolo_node.catalog.engine import engine_for
+from apolo_node.catalog.records import list_studies
+from apolo_node.catalog.reports import ReportRecord, record_report, report_for
+from apolo_node.config import Config
+from apolo_node.findings import Algorithm, Box, Code, Finding, Measurement
+from apolo_node.pipeline.ingest import ingest
+from apolo_node.sr import read_measurement_report
+from tests.nodes import apolo, upgraded_engine
+from tests.peer_fixtures import dciodvfy_errors
+from tests.synthetic import enhanced_ct_phantom, new_marker, phantom_ct
+
+TISSUES = {"Air", "Fat", "Soft tissue", "Bone", "Metal"}
+
+
+def write_phantom_study(folder: Path, marker: str) -> None:
+    """A 5-slice CT series and a 3-frame Enhanced CT whose metal clip is on frame 2."""
+    folder.mkdir(parents=True)
+    study = generate_uid()
+    series = generate_uid()
+    for n in range(1, 6):
+        phantom_ct(study_uid=study, series_uid=series, number=n, marker=marker).save_as(
+            folder / f"ct{n}.dcm", enforce_file_format=True
+        )
+    multi = enhanced_ct_phantom(study_uid=study, series_uid=generate_uid(), frames=3, metal_frame=2)
+    multi.PatientName = f"{marker}^NAME"
+    multi.save_as(folder / "enhanced.dcm", enforce_file_format=True)
+
+
+def test_an_ingested_study_ends_reported_with_a_valid_sr_and_findings_rows(tmp_path: Path, cfg: Config) -> None:
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, frames="all"))
+    marker = new_marker()
+    write_phantom_study(tmp_path / "in", marker)
+    upgraded_engine(cfg).dispose()
+    summary = ingest(cfg, [tmp_path / "in"])
+    assert summary.stored == 6
+    engine = engine_for(cfg)
+    try:
+        [study] = list_studies(engine)
+        assert study.status == "reported"
+        stored = report_for(engine, study.study_uid)
+    finally:
+        engine.dispose()
+    assert stored is not None
+    sr_path = cfg.spool_root / stored.record.path
+    assert sr_path.is_file() and stored.record.images == 8  # 5 slices and 3 frames
+    assert dciodvfy_errors(sr_path) == []
+    assert marker.encode() not in sr_path.read_bytes() and marker not in json.dumps(stored.as_json())
+
+    clean = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): dcmread(p, stop_before_pixels=True)
+             for p in (cfg.spool_root / "clean").rglob("*.dcm")}
+    for f in stored.findings:
+        source = clean[f.sop_instance_uid]  # every finding is on a de-identified instance
+        assert f.box is not None and f.box.within(int(source.Columns), int(source.Rows))
+        assert 1 <= f.frame <= int(source.get("NumberOfFrames", 1))
+    by_frame = {(f.sop_instance_uid, f.frame) for f in stored.findings if f.label == "Metal"}
+    enhanced = next(uid for uid, ds in clean.items() if int(ds.get("NumberOfFrames", 1)) == 3)
+    assert (enhanced, 2) in by_frame and (enhanced, 1) not in by_frame and (enhanced, 3) not in by_frame
+    assert {f.label for f in stored.findings} == TISSUES
+
+    # The catalog can be rebuilt from the SR alone.
+    content = read_measurement_report(dcmread(sr_path))
+    assert content.algorithm == stored.record.algorithm
+    assert "Non-diagnostic baseline" in (content.disclaimer or "")
+    rebuilt = {f.tracking_uid: f for f in content.findings}
+    assert set(rebuilt) == {f.tracking_uid for f in stored.findings}
+    for f in stored.findings:
+        r = rebuilt[f.tracking_uid]
+        assert (r.label, r.code, r.sop_instance_uid, r.frame) == (f.label, f.code, f.sop_instance_uid, f.frame)
+        assert r.box is not None and f.box is not None
+        assert r.box.as_list() == pytest.approx(f.box.as_list(), abs=1e-3)
+
+    done = apolo(cfg, "report", study.study_uid, "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["study_uid"] == study.study_uid and shown["sr_path"] == stored.record.path
+    assert len(shown["findings"]) == len(stored.findings)
+    for f in shown["findings"]:
+        assert {"tracking_uid", "label", "code", "box", "sop_instance_uid", "frame", "confidence"} <= set(f)
+        assert len(f["box"]) == 4
+    table = apolo(cfg, "report", study.study_uid)
+    assert table.returncode == 0 and "Metal" in table.stdout and "SCT 425620007" in table.stdout
+
+
+def test_report_on_an_unknown_study_is_bad_input(cfg: Config) -> None:
+    upgraded_engine(cfg).dispose()
+    done = apolo(cfg, "report", "2.25.1234")
+    assert done.returncode == 2 and "2.25.1234 is not in the catalog" in done.stderr
+
+
+def _finding(uid: str, label: str = "Nodule") -> Finding:
+    return Finding(
+        tracking_uid=uid, label=label, code=Code("27925004", "SCT", "Nodule"),
+        sop_instance_uid="2.25.7", sop_class_uid="1.2.840.10008.5.1.4.1.1.2", frame=2,
+        description="a nodule", box=Box(10, 20, 30.5, 40), confidence=0.75, laterality="left",
+        location="upper lobe",
+        measurements=(Measurement(Code("42798000", "SCT", "Area"), 12.5, Code("mm2", "UCUM", "square millimeter")),),
+    )
+
+
+def test_reports_are_stored_replaced_and_read_back_on_each_catalog(engine: Engine) -> None:
+    from apolo_node.catalog.records import InstanceRecord, queue_stable_studies, record_instance
+    from apolo_node.catalog.cleaning import mark_clean, pending_instances, settle_study
+    from apolo_node.catalog import jobs
+
+    record_instance(engine, InstanceRecord("2.25.1", "2.25.2", "2.25.7", "1.2.840.10008.5.1.4.1.1.2",
+                                           "1.2.840.10008.1.2.1", "CT", "incoming/x.dcm", 10))
+    queue_stable_studies(engine, 0)
+    [pending] = pending_instances(engine, 1)
+    mark_clean(engine, pending.id, "clean/x.dcm")
+    assert settle_study(engine, 1) == "deidentified"
+    assert jobs.job_states(engine, "2.25.1")[-1] == ("describe", "pending")  # queued with the status
+    algo = Algorithm("model-a", "1")
+    first = ReportRecord("2.25.1", "2.25.100", "2.25.101", "reports/2.25.1/2.25.100.dcm", algo, 3, 1)
+    assert record_report(engine, first, [_finding("2.25.50"), _finding("2.25.51", "Mass")]) is True
+    stored = report_for(engine, "2.25.1")
+    assert stored is not None and stored.record == first
+    assert stored.findings == [_finding("2.25.50"), _finding("2.25.51", "Mass")]
+    second = ReportRecord("2.25.1", "2.25.200", "2.25.201", "reports/2.25.1/2.25.200.dcm", algo, 3, 0)
+    assert record_report(engine, second, [_finding("2.25.50")]) is False  # already reported
+    again = report_for(engine, "2.25.1")
+    assert again is not None and again.record == second and [f.tracking_uid for f in again.findings] == ["2.25.50"]
+    assert report_for(engine, "2.25.999") is None
+    with pytest.raises(LookupError, match="2.25.999 is not in the catalog"):
+        record_report(engine, ReportRecord("2.25.999", "2.25.3", "2.25.4", "r", algo, 0, 0), [])
