@@ -29,9 +29,9 @@ def test_orthanc_routes_a_study_to_the_node(cfg: Config, orthanc: Orthanc, tmp_p
 
         def cleaned() -> list[dict[str, object]]:
             done = apolo(cfg, "studies", "--json")
-            return [s for s in json.loads(done.stdout) if s["status"] == "deidentified"]
+            return [s for s in json.loads(done.stdout) if s["status"] == "reported"]
 
-        wait_until(lambda: bool(cleaned()), what="the study to be de-identified", timeout=60)
+        wait_until(lambda: bool(cleaned()), what="the study to be de-identified and reported", timeout=60)
         [row] = cleaned()
         assert row["study_uid"] == UIDMapper(cfg.deid.key.encode())(study.study_uid)
         assert row["instances"] == 6 and row["series"] == 2

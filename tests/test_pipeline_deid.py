@@ -31,8 +31,8 @@ def test_a_stable_study_is_cleaned_and_what_cannot_be_is_quarantined(
     with running_node(cfg) as node:
         storescu(study.files, cfg.receive.port)
         wait_until(
-            lambda: [s.status for s in list_studies(node.engine)] == ["deidentified"],
-            what="the study to be de-identified", timeout=60, interval=0.2,
+            lambda: [s.status for s in list_studies(node.engine)] == ["reported"],
+            what="the study to be de-identified and reported", timeout=60, interval=0.2,
         )
         [row] = list_studies(node.engine)
         assert row.reason == "1 of 5 instances quarantined"
@@ -63,14 +63,14 @@ def test_a_late_instance_reopens_a_cleaned_study_and_only_it_is_cleaned(
     with running_node(cfg) as node:
         storescu(study.files[:2], cfg.receive.port)
         wait_until(
-            lambda: [s.status for s in list_studies(node.engine)] == ["deidentified"],
-            what="first part de-identified", timeout=60, interval=0.2,
+            lambda: [s.status for s in list_studies(node.engine)] == ["reported"],
+            what="first part de-identified and reported", timeout=60, interval=0.2,
         )
         first = {p: p.stat().st_mtime_ns for p in (cfg.spool_root / "clean").rglob("*.dcm")}
         storescu(study.files[2:], cfg.receive.port)
         wait_until(
             lambda: [(s.status, s.instances) for s in list_studies(node.engine)]
-            == [("deidentified", 3)],
+            == [("reported", 3)],
             what="the late instance de-identified", timeout=60, interval=0.2,
         )
     now = {p: p.stat().st_mtime_ns for p in (cfg.spool_root / "clean").rglob("*.dcm")}

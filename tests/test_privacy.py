@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -42,9 +44,12 @@ def test_planted_identifiers_reach_no_output(tmp_path: Path) -> None:
     with ServeProcess(cfg, log) as node:
         storescu(study.files, cfg.receive.port, calling_aet="PACS")
         wait_until(
-            lambda: '"deidentified"' in apolo(cfg, "studies", "--json").stdout,
-            what="the study to be de-identified", timeout=60, interval=0.3,
+            lambda: '"reported"' in apolo(cfg, "studies", "--json").stdout,
+            what="the study to be de-identified and reported", timeout=60, interval=0.3,
         )
+        [reported] = json.loads(apolo(cfg, "studies", "--json").stdout)
+        report = apolo(cfg, "report", reported["study_uid"])
+        report_json = apolo(cfg, "report", reported["study_uid"], "--json")
         refused = apolo(cfg, "ingest", str(broken))
         listing = apolo(cfg, "studies")
         listing_json = apolo(cfg, "studies", "--json")
@@ -56,11 +61,16 @@ def test_planted_identifiers_reach_no_output(tmp_path: Path) -> None:
         "spool file names": "\n".join(str(p) for p in cfg.spool_root.rglob("*")),
         "ingest error": refused.stdout + refused.stderr.replace(str(broken), "<path>"),
         "studies": listing.stdout + listing.stderr + listing_json.stdout,
+        "report": report.stdout + report.stderr + report_json.stdout,
+        "SR files": "\n".join(
+            p.read_bytes().decode("latin-1") for p in (cfg.spool_root / "reports").rglob("*.dcm")
+        ),
         "clean spool": "\n".join(
             p.read_bytes().decode("latin-1") for p in (cfg.spool_root / "clean").rglob("*.dcm")
         ),
     }
     assert outputs["clean spool"], "the clean spool must hold the cleaned study"
+    assert outputs["SR files"] and '"findings"' in outputs["report"], "the study must be reported"
     assert "instance.stored" in outputs["logs"] and "2.25." in outputs["catalog"]
     for where, text in outputs.items():
         assert marker not in text, f"patient identifier found in {where}"

@@ -26,6 +26,7 @@ from tests.peers import (
     storescu_command,
     wait_until,
 )
+from tests.peer_fixtures import dciodvfy_errors
 from tests.synthetic import write_study
 
 pytestmark = pytest.mark.usefixtures("need_dcmtk")
@@ -37,7 +38,7 @@ def studies_json(cfg: Config) -> list[dict[str, object]]:
     return json.loads(done.stdout)
 
 
-def test_a_sent_study_becomes_stable_and_deidentified_and_sigterm_stops_cleanly(
+def test_a_sent_study_is_deidentified_and_reported_and_sigterm_stops_cleanly(
     cfg: Config, tmp_path: Path
 ) -> None:
     study = write_study(tmp_path / "in", series=2, per_series=3)
@@ -45,12 +46,21 @@ def test_a_sent_study_becomes_stable_and_deidentified_and_sigterm_stops_cleanly(
     with ServeProcess(cfg, log) as node:
         storescu(study.files, cfg.receive.port)
         wait_until(
-            lambda: [s["status"] for s in studies_json(cfg)] == ["deidentified"],
-            what="the study to be queued and de-identified", timeout=60, interval=0.3,
+            lambda: [s["status"] for s in studies_json(cfg)] == ["reported"],
+            what="the study to be queued, de-identified and reported", timeout=60, interval=0.3,
         )
         [row] = studies_json(cfg)
         assert row["instances"] == 6 and row["series"] == 2
         assert {"study_uid", "status", "instances", "received_at"} <= set(row)
+        # The baseline's TID 1500 SR is in the catalog, valid, and its boxes lie on their images.
+        done = apolo(cfg, "report", str(row["study_uid"]), "--json")
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert dciodvfy_errors(cfg.spool_root / report["sr_path"]) == []
+        assert report["findings"], "the baseline measures the synthetic body"
+        for finding in report["findings"]:
+            x1, y1, x2, y2 = finding["box"]
+            assert 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 64 and finding["frame"] == 1
         started = time.monotonic()
         assert node.terminate() == 0
         # ServeProcess probed the port before any DICOM: that idle connection must not hold the
@@ -118,7 +128,7 @@ def test_kill_9_mid_send_loses_no_acknowledged_instance(tmp_path: Path) -> None:
         assert sorted(sops) == sorted(pseudo_to_file), "all 200, each exactly once"
         wait_until(
             lambda: [(s["status"], s["instances"]) for s in studies_json(cfg)]
-            == [("deidentified", 200)],
+            == [("reported", 200)],
             what="the whole study de-identified", timeout=120, interval=0.5,
         )
         assert len(list((cfg.spool_root / "clean").rglob("*.dcm"))) == 200
@@ -150,7 +160,7 @@ def test_ingest_feeds_files_and_the_cli_reports_bad_input(cfg: Config, tmp_path:
     summary = json.loads(done.stdout)
     assert summary["stored"] == 3 and summary["duplicates"] == 0 and len(summary["skipped"]) == 1
     [row] = studies_json(cfg)
-    assert row["status"] == "deidentified" and row["instances"] == 3
+    assert row["status"] == "reported" and row["instances"] == 3
     assert len(list((cfg.spool_root / "clean").rglob("*.dcm"))) == 3
     again = json.loads(apolo(cfg, "ingest", str(tmp_path / "in"), "--json").stdout)
     assert again["stored"] == 0 and again["duplicates"] == 3

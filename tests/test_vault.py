@@ -67,8 +67,8 @@ def test_with_sending_back_the_node_fills_the_vault_and_keeps_no_readable_origin
     with running_node(cfg) as node:
         storescu(study.files, cfg.receive.port)
         wait_until(
-            lambda: [s.status for s in list_studies(node.engine)] == ["deidentified"],
-            what="the study to be de-identified", timeout=60, interval=0.2,
+            lambda: [s.status for s in list_studies(node.engine)] == ["reported"],
+            what="the study to be de-identified and reported", timeout=60, interval=0.2,
         )
     vault = Vault.from_config(cfg)
     pseudo_study = mapper(study.study_uid)
