@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 SCT = "SCT"  # SNOMED CT
 DCM = "DCM"
 LOCAL_SCHEME = "99APOLO"  # our local coding scheme: the label is the meaning
-LATERALITIES = ("left", "right", "bilateral", "unpaired")
+LATERALITIES = ("left", "right", "bilateral", "unilateral")  # DICOM CID 244 Laterality
 
 
 @dataclass(frozen=True)

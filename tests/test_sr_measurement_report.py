@@ -198,7 +198,7 @@ def test_a_box_at_arbitrary_source_coordinates_reads_back_within_float32(study, 
 
 @pytest.mark.parametrize(
     ("laterality", "snomed"),
-    [("left", "7771000"), ("right", "24028007"), ("bilateral", "51440002"), ("unpaired", "66459002")],
+    [("left", "7771000"), ("right", "24028007"), ("bilateral", "51440002"), ("unilateral", "66459002")],
 )
 def test_laterality_is_a_coded_evaluation_with_its_snomed_value(study, tmp_path, laterality, snomed) -> None:
     ct, _ = study

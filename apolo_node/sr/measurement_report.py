@@ -16,7 +16,7 @@ Where each part of a finding goes (PS3.16):
   0-100, as the CAD SR templates record it (TID 4006 row 6, TID 4104 row 12); read back divided by 100;
 - laterality as a coded qualitative evaluation (TID 1501/1410 "CONTAINS CODE"): SCT 272741003
   "Laterality" with a value of CID 244 (left 7771000, right 24028007, bilateral 51440002,
-  unpaired 66459002, whose SNOMED meaning is "Unilateral": CID 244 has no "unpaired");
+  unilateral 66459002);
 - location and description as text qualitative evaluations ("CONTAINS TEXT", TID 1501 row 12,
   after the coded ones; TID 1410 groups carry the same items, appended after the Image Region,
   and dciodvfy and dcmtk accept them): SCT 363698007 "Finding Site" and DCM 121106 "Comment";
@@ -69,12 +69,12 @@ LATERALITY = hd.sr.CodedConcept("272741003", "SCT", "Laterality")
 FINDING_SITE = hd.sr.CodedConcept("363698007", "SCT", "Finding Site")
 COMMENT = hd.sr.CodedConcept("121106", "DCM", "Comment")
 
-# CID 244 Laterality; 66459002 means "Unilateral" (CID 244 has no "unpaired" concept)
+# CID 244 Laterality
 LATERALITY_CODES: dict[str, hd.sr.CodedConcept] = {
     "left": hd.sr.CodedConcept("7771000", "SCT", "Left"),
     "right": hd.sr.CodedConcept("24028007", "SCT", "Right"),
     "bilateral": hd.sr.CodedConcept("51440002", "SCT", "Bilateral"),
-    "unpaired": hd.sr.CodedConcept("66459002", "SCT", "Unilateral"),
+    "unilateral": hd.sr.CodedConcept("66459002", "SCT", "Unilateral"),
 }
 _LATERALITY_BY_VALUE = {(c.scheme_designator, c.value): name for name, c in LATERALITY_CODES.items()}
 

@@ -162,7 +162,7 @@ LATERALITY_WORDS = {
     "right": "right", "r": "right", "rt": "right",
     "bilateral": "bilateral", "b": "bilateral", "bilat": "bilateral", "both": "bilateral",
     "left and right": "bilateral", "right and left": "bilateral",
-    "unpaired": "unpaired", "u": "unpaired", "midline": "unpaired",
+    "unilateral": "unilateral",
 }  # fmt: skip
 
 
@@ -456,7 +456,7 @@ def _confidence(value: Any) -> float | None:
 
 
 def _laterality(value: Any) -> str | None:
-    """left, right, bilateral or unpaired from "L", "Right side", "right-sided", "both"; else None."""
+    """left, right, bilateral or unilateral (CID 244) from "L", "Right side", "right-sided", "both"; else None."""
     if not isinstance(value, str):
         return None
     words = [w for w in re.findall(r"[a-z]+", value.lower()) if w not in ("side", "sided", "sides")]

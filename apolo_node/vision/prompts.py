@@ -31,7 +31,7 @@ FINDINGS_SCHEMA: dict[str, Any] = {
                         "description": "[x1, y1, x2, y2] in thousandths of image width and height",
                     },
                     "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                    "laterality": {"type": "string", "enum": ["left", "right", "bilateral", "unpaired"]},
+                    "laterality": {"type": "string", "enum": ["left", "right", "bilateral", "unilateral"]},
                     "location": {"type": "string"},
                 },
                 "required": ["label", "description"],
@@ -48,7 +48,7 @@ SYSTEM_PROMPT = (
     "List the findings you can see, each with a short label, a one-sentence description, "
     "and a bounding box. Answer only with JSON: "
     '{"findings": [{"label": str, "description": str, "box": [x1, y1, x2, y2], '
-    '"confidence": number 0-1, "laterality": "left"|"right"|"bilateral"|"unpaired", '
+    '"confidence": number 0-1, "laterality": "left"|"right"|"bilateral"|"unilateral", '
     '"location": str}]} where box coordinates are thousandths (0-1000) of the image width '
     'and height. If there is nothing to report, answer {"findings": []}.'
 )
