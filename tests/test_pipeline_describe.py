@@ -136,3 +136,43 @@ def test_reports_are_stored_replaced_and_read_back_on_each_catalog(engine: Engin
     assert report_for(engine, "2.25.999") is None
     with pytest.raises(LookupError, match="2.25.999 is not in the catalog"):
         record_report(engine, ReportRecord("2.25.999", "2.25.3", "2.25.4", "r", algo, 0, 0), [])
+
+
+def test_a_stop_gives_the_job_back_and_describing_again_replaces_the_report(tmp_path: Path, cfg: Config) -> None:
+    import threading
+
+    from sqlalchemy import insert
+
+    from apolo_node.catalog import jobs
+    from apolo_node.catalog.models import Job, Study
+    from apolo_node.pipeline import describe
+    from apolo_node.receive.spool import Spool
+    from apolo_node.vision.baseline import BaselineBackend
+
+    write_phantom_study(tmp_path / "in", new_marker())
+    upgraded_engine(cfg).dispose()
+    ingest(cfg, [tmp_path / "in"])
+    engine = engine_for(cfg)
+    try:
+        [study] = list_studies(engine)
+        first = report_for(engine, study.study_uid)
+        assert first is not None
+        with engine.begin() as conn:
+            study_id = conn.execute(Study.__table__.select().where(Study.study_uid == study.study_uid)).first()[0]
+            conn.execute(insert(Job).values(kind="describe", study_id=study_id, state="pending", attempts=0))
+        spool, backend = Spool(cfg.spool_root), BaselineBackend()
+        stop = threading.Event()
+        stop.set()
+        assert describe.run_once(engine, spool, backend, cfg, "w1", stop) is True
+        assert jobs.job_states(engine, study.study_uid)[-1] == ("describe", "pending")
+        assert len(list((cfg.spool_root / "reports").rglob("*.dcm"))) == 1, "nothing written on stop"
+        assert describe.run_once(engine, spool, backend, cfg, "w1") is True
+        assert jobs.job_states(engine, study.study_uid)[-1] == ("describe", "done")
+        second = report_for(engine, study.study_uid)
+    finally:
+        engine.dispose()
+    assert second is not None and second.record.sop_instance_uid != first.record.sop_instance_uid
+    assert [f.tracking_uid for f in second.findings] == [f.tracking_uid for f in first.findings]
+    assert [p.relative_to(cfg.spool_root).as_posix() for p in (cfg.spool_root / "reports").rglob("*.dcm")] == [
+        second.record.path
+    ], "the replaced SR file is gone"

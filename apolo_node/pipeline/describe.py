@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.config import disable_value_validation
 from pydicom.uid import generate_uid
 from sqlalchemy import Engine, and_, select
@@ -64,10 +65,27 @@ def clean_paths(engine: Engine, study_id: int) -> list[str]:
     return [r for r in rows if r]
 
 
+class Stopping(RuntimeError):
+    """The node is stopping: give the job back undone (nothing was written yet)."""
+
+
+class LostClaim(RuntimeError):
+    """The job's lease was taken over by another worker; stop without writing anything."""
+
+
 def describe_study(
-    engine: Engine, spool: Spool, backend: VisionBackend, cfg: Config, job: jobs.ClaimedJob
+    engine: Engine, spool: Spool, backend: VisionBackend, cfg: Config, job: jobs.ClaimedJob,
+    stop: threading.Event | None = None, worker: str | None = None,
 ) -> DescribeOutcome:
     """Describe the job's study, write its SR durably, then catalogue it (in that order)."""
+
+    def read(rel: str) -> Dataset:  # before each instance: a stop waits one at most; the lease holds
+        if stop is not None and stop.is_set():
+            raise Stopping(f"job {job.id} interrupted by stop")
+        if worker is not None and not jobs.heartbeat(engine, job, worker, cfg.worker.lease):
+            raise LostClaim(f"job {job.id} was claimed by another worker")
+        return dcmread(spool.root / rel)
+
     paths = clean_paths(engine, job.study_id)
     with disable_value_validation():
         headers = {}
@@ -75,7 +93,7 @@ def describe_study(
             header = dcmread(spool.root / rel, stop_before_pixels=True)
             headers[str(header.SOPInstanceUID)] = (rel, header)
         chosen = choose_instances([h for _, h in headers.values()], cfg.vision)
-        datasets = (dcmread(spool.root / headers[str(h.SOPInstanceUID)][0]) for h in chosen)
+        datasets = (read(headers[str(h.SOPInstanceUID)][0]) for h in chosen)
         result = look(backend, datasets, cfg.vision)
     # The Image Library lists the images looked at (every finding refers to one of them).
     evidence = chosen or [h for _, h in headers.values()][:1]
@@ -106,13 +124,22 @@ def describe_study(
     return DescribeOutcome(relative, len(result.findings), result.images, result.unparsed, reported)
 
 
-def run_once(engine: Engine, spool: Spool, backend: VisionBackend, cfg: Config, worker: str) -> bool:
+def run_once(
+    engine: Engine, spool: Spool, backend: VisionBackend, cfg: Config, worker: str,
+    stop: threading.Event | None = None,
+) -> bool:
     """Claim and do one ``describe`` job; False when there was none."""
     job = jobs.claim(engine, DESCRIBE, worker, cfg.worker.lease, max_attempts=MAX_ATTEMPTS)
     if job is None:
         return False
     try:
-        describe_study(engine, spool, backend, cfg, job)
+        describe_study(engine, spool, backend, cfg, job, stop, worker)
+    except Stopping:
+        jobs.release(engine, job, worker)
+        return True
+    except LostClaim:
+        event(log, "job.lost", 30, job=job.id, study_uid=job.study_uid)
+        return True
     except Exception as exc:
         reason = f"vision stage failed ({type(exc).__name__})"
         log.error("job.failed", exc_info=True, extra={"fields": {"job": job.id, "study_uid": job.study_uid}})
@@ -130,7 +157,7 @@ def watch(engine: Engine, spool: Spool, backend: VisionBackend, cfg: Config, sto
     worker = worker_name(n)
     while not stop.is_set():
         try:
-            if run_once(engine, spool, backend, cfg, worker):
+            if run_once(engine, spool, backend, cfg, worker, stop):
                 continue
         except Exception:  # catalog briefly unavailable: try again next round
             log.warning("vision.claim_failed", exc_info=True)
