@@ -106,6 +106,7 @@ class WorkerSettings:
 
 
 VISION_BACKENDS = ("baseline", "transformers", "openai")
+REASONING_BACKENDS = ("extractive", "transformers", "openai")
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,15 @@ class ReasoningSettings:
 
     backend: str = setting("extractive", "extractive (offline), transformers or openai")
     model: str = setting("", "Hugging Face model id or local path, or the served model's name")
+    url: str = setting("", "openai backend: the server's base URL, e.g. http://127.0.0.1:8000/v1")
+    api_key: str = setting("", "openai backend: API key; set it as APOLO_REASONING__API_KEY, never in a file")
+    timeout: float = setting(120.0, "openai backend: seconds to wait for one answer")
+    retries: int = setting(3, "openai backend: retries of a failed request, with backoff")
+    device: str = setting("auto", "transformers backend: cpu, cuda, cuda:N or auto")
+    dtype: str = setting("auto", "transformers backend: auto, float32, bfloat16 or float16")
+    max_new_tokens: int = setting(1024, "longest answer (trace included) a model may write, in tokens")
+    evidence: int = setting(20, "at most this many findings retrieved as evidence for one question")
+    semantic: bool = setting(True, "rank evidence by sentence embeddings too, when sentence-transformers is installed")
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,11 @@ class SendSettings:
     host: str = setting("127.0.0.1", "address of the destination PACS")
     port: int = setting(4242, "port of the destination PACS")
     ae_title: str = setting("PACS", "AE title of the destination PACS")
+    calling_ae_title: str = setting("APOLO", "our AE title when we send")
+    reports: bool = setting(True, "also send each study's TID 1500 SR back automatically")
+    timeout: float = setting(30.0, "seconds to wait for the PACS on one association")
+    retry_base: float = setting(5.0, "first retry after this many seconds; doubles each time")
+    retry_max: float = setting(600.0, "longest wait between two retries, in seconds")
 
 
 @dataclass(frozen=True)
@@ -320,6 +335,24 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"[vision] max_pixels must be >= 3136, got {v.max_pixels}")
     if v.timeout <= 0 or v.retries < 0:
         raise ConfigError("[vision] timeout must be > 0 seconds and retries >= 0")
+    q = cfg.reasoning
+    if q.backend not in REASONING_BACKENDS:
+        raise ConfigError(f"[reasoning] backend must be one of {', '.join(REASONING_BACKENDS)}, got {q.backend!r}")
+    if q.backend in ("transformers", "openai") and not q.model.strip():
+        raise ConfigError(f"[reasoning] model is required with backend = {q.backend!r} (a hub id, a local path or a served name)")
+    if q.backend == "openai" and not q.url.startswith(("http://", "https://")):
+        raise ConfigError(f"[reasoning] url must be an http(s) base URL with backend = 'openai', got {q.url!r}")
+    if q.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"[reasoning] dtype must be auto, float32, bfloat16 or float16, got {q.dtype!r}")
+    if q.max_new_tokens < 1 or q.evidence < 1 or q.timeout <= 0 or q.retries < 0:
+        raise ConfigError("[reasoning] max_new_tokens and evidence must be >= 1, timeout > 0, retries >= 0")
+    snd = cfg.send
+    if not 0 < len(snd.calling_ae_title.strip()) <= 16 or not 0 < len(snd.ae_title.strip()) <= 16:
+        raise ConfigError(f"[send] ae_title and calling_ae_title must be 1-16 characters, got {snd.ae_title!r}, {snd.calling_ae_title!r}")
+    if snd.timeout <= 0 or snd.retry_base <= 0 or snd.retry_max < snd.retry_base:
+        raise ConfigError("[send] timeout and retry_base must be > 0 seconds, retry_max >= retry_base")
+    if not 0 < snd.port < 65536:
+        raise ConfigError(f"[send] port must be 1-65535, got {snd.port}")
     if cfg.worker.lease <= 0 or cfg.worker.poll_interval <= 0:
         raise ConfigError("[worker] lease and poll_interval must be > 0 seconds")
 

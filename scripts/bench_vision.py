@@ -103,7 +103,11 @@ def main() -> None:
     from apolo_node.vision import transformers_backend
 
     if transformers_backend.available() is None:
+        import transformers
+
         from tests.tiny_models import tiny_qwen2_5_vl
+
+        transformers.utils.logging.disable_progress_bar()
 
         with tempfile.TemporaryDirectory() as tmp:
             path = tiny_qwen2_5_vl(Path(tmp) / "tiny")

@@ -3,11 +3,12 @@ quarantined (with a reason that holds no PHI), and the study's resulting status.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, func, insert, select, update
 
-from apolo_node.catalog.models import Instance, InstanceState, Job, JobState, Study, StudyStatus, utcnow
+from apolo_node.catalog.models import Instance, InstanceState, Job, JobState, Series, Study, StudyStatus, utcnow
 from apolo_node.catalog.reports import DESCRIBE
 
 
@@ -31,13 +32,27 @@ def pending_instances(engine: Engine, study_id: int) -> list[PendingInstance]:
     return [PendingInstance(*r) for r in rows]
 
 
-def mark_clean(engine: Engine, instance_id: int, clean_path: str) -> None:
+def mark_clean(
+    engine: Engine, instance_id: int, clean_path: str,
+    study_date: dt.date | None = None, body_part: str | None = None,
+) -> None:
+    """Record the clean file; keep the de-identified (shifted) Study Date and the Body Part
+    Examined it carries, for the clinicians' filters."""
     with engine.begin() as conn:
         conn.execute(
             update(Instance).where(Instance.id == instance_id).values(
                 state=InstanceState.CLEAN.value, clean_path=clean_path, reason=None
             )
         )
+        ids = conn.execute(
+            select(Instance.study_id, Instance.series_id).where(Instance.id == instance_id)
+        ).first()
+        if ids is None:
+            return
+        if study_date is not None:
+            conn.execute(update(Study).where(Study.id == ids[0]).values(study_date=study_date))
+        if body_part:
+            conn.execute(update(Series).where(Series.id == ids[1]).values(body_part=body_part[:64]))
 
 
 def mark_quarantined(engine: Engine, instance_id: int, path: str, reason: str) -> None:

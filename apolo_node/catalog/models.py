@@ -11,6 +11,7 @@ import enum
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -96,6 +97,8 @@ class Study(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_uid: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(16), default=StudyStatus.RECEIVING.value, index=True)
+    # the de-identified (shifted) Study Date, set when an instance is cleaned: for date filters
+    study_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True, index=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     instances: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -112,6 +115,7 @@ class Series(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
     series_uid: Mapped[str] = mapped_column(String(64), unique=True)
     modality: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    body_part: Mapped[str | None] = mapped_column(String(64), nullable=True)  # from the clean instance
 
     study: Mapped[Study] = relationship(back_populates="series")
 
@@ -195,3 +199,57 @@ class FindingRow(Base):
     location: Mapped[str | None] = mapped_column(String(64), nullable=True)
     measurements: Mapped[str] = mapped_column(Text, default="[]")  # JSON: [{name, value, unit}]
     model: Mapped[str] = mapped_column(String(128))
+
+
+class OutboxState(str, enum.Enum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Outbox(Base):
+    """A result waiting to go back to the PACS: durable, retried with backoff, sent once."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_state_next", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # report_sr, answer_sr, gsps
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)  # of the de-identified object
+    path: Mapped[str] = mapped_column(String(255))  # spool-relative de-identified object to re-link
+    state: Mapped[str] = mapped_column(String(16), default=OutboxState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)  # no PHI: status codes, error kinds
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Answer(Base):
+    """A clinician's question and the node's answer, with its trace and citations."""
+
+    __tablename__ = "answer"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    trace: Mapped[str] = mapped_column(Text, default="")
+    citations: Mapped[str] = mapped_column(Text, default="[]")  # JSON: tracking UIDs
+    dropped_citations: Mapped[int] = mapped_column(Integer, default=0)
+    backend: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Audit(Base):
+    """Who did what, when, to which studies: every question, answer, reveal and send."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))  # the operating-system user who asked
+    action: Mapped[str] = mapped_column(String(16))  # ask, reveal, send
+    answer_id: Mapped[int | None] = mapped_column(ForeignKey("answer.id"), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")  # the question asked, or what was revealed (never the value)
+    studies: Mapped[str] = mapped_column(Text, default="[]")  # JSON: pseudonymous study UIDs touched

@@ -12,6 +12,7 @@ instances were quarantined) or ``quarantined``.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import threading
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from pydicom import dcmread
 from pydicom.config import disable_value_validation
+from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 
 from apolo_node.catalog import jobs
@@ -47,6 +49,20 @@ class StudyOutcome:
     clean: int
     quarantined: int
     status: str | None
+
+
+def study_date(ds: Dataset) -> dt.date | None:
+    """The cleaned instance's (shifted) Study Date, if it has a valid one."""
+    value = str(ds.get("StudyDate", "") or "")
+    try:
+        return dt.datetime.strptime(value[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def body_part(ds: Dataset) -> str | None:
+    value = str(ds.get("BodyPartExamined", "") or "").strip()
+    return value or None
 
 
 def worker_name(n: int = 0) -> str:
@@ -95,7 +111,7 @@ def deidentify_study(
             vault.put(job.study_uid, inst.sop_instance_uid, ds)
         relative = f"{CLEAN}/{result.relative_path.as_posix()}"
         spool.write(relative, result.encoded)
-        mark_clean(engine, inst.id, relative)
+        mark_clean(engine, inst.id, relative, study_date(result.dataset), body_part(result.dataset))
         spool.remove(inst.path)  # the vault, if any, keeps what sending back needs
         clean += 1
     status = settle_study(engine, job.study_id)
