@@ -161,12 +161,14 @@ def phantom_ct(*, study_uid: str, series_uid: str, number: int = 1, marker: str 
     return ds
 
 
-def enhanced_ct_phantom(*, study_uid: str, series_uid: str, frames: int = 3, metal_frame: int = 2) -> Dataset:
+def enhanced_ct_phantom(
+    *, study_uid: str, series_uid: str, frames: int = 3, metal_frame: int = 2, marker: str | None = None
+) -> Dataset:
     """A multi-frame Enhanced CT of the phantom: rescale and spacing only in the shared functional
     groups, a window per frame; the metal clip is on ``metal_frame`` (1-based) only."""
     from pydicom.uid import EnhancedCTImageStorage
 
-    ds = phantom_ct(study_uid=study_uid, series_uid=series_uid)
+    ds = phantom_ct(study_uid=study_uid, series_uid=series_uid, marker=marker)
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
     for keyword in ("RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth", "PixelSpacing"):
         del ds[keyword]

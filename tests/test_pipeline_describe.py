@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from apolo_node.catalog.engine import engine_for
 from apolo_node.catalog.records import list_studies
@@ -33,8 +33,7 @@ def write_phantom_study(folder: Path, marker: str) -> None:
         phantom_ct(study_uid=study, series_uid=series, number=n, marker=marker).save_as(
             folder / f"ct{n}.dcm", enforce_file_format=True
         )
-    multi = enhanced_ct_phantom(study_uid=study, series_uid=generate_uid(), frames=3, metal_frame=2)
-    multi.PatientName = f"{marker}^NAME"
+    multi = enhanced_ct_phantom(study_uid=study, series_uid=generate_uid(), frames=3, metal_frame=2, marker=marker)
     multi.save_as(folder / "enhanced.dcm", enforce_file_format=True)
 
 
@@ -70,6 +69,9 @@ def test_an_ingested_study_ends_reported_with_a_valid_sr_and_findings_rows(tmp_p
     enhanced = next(uid for uid, ds in clean.items() if int(ds.get("NumberOfFrames", 1)) == 3)
     assert (enhanced, 2) in by_frame and (enhanced, 1) not in by_frame and (enhanced, 3) not in by_frame
     assert {f.label for f in stored.findings} == TISSUES
+    with engine_for(cfg).connect() as conn:  # kept for the clinicians' filters
+        assert set(conn.execute(text("SELECT body_part FROM series")).scalars()) == {"CHEST"}
+        assert conn.execute(text("SELECT study_date FROM study")).scalar() is not None
 
     # The catalog can be rebuilt from the SR alone.
     content = read_measurement_report(dcmread(sr_path))
