@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "vision": {"config", "imaging", "logs", "findings"},
     "sr": {"findings"},
     "reasoning": {"config", "catalog", "logs", "findings"},
-    "send": {"config", "catalog", "logs", "deid.vault"},
+    "send": {"config", "catalog", "logs", "deid.vault", "pseudonym", "durable"},
     "pipeline": {"*"},
     "cli": {"*"},
 }
