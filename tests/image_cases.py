@@ -8,10 +8,14 @@ are known, so what a model is shown can be checked).
 from __future__ import annotations
 
 import io
+import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
@@ -19,6 +23,7 @@ from pydicom.uid import (
     JPEG2000,
     DigitalXRayImageStorageForPresentation,
     JPEG2000Lossless,
+    JPEGLSLossless,
     JPEGBaseline8Bit,
     RLELossless,
     SecondaryCaptureImageStorage,
@@ -42,7 +47,7 @@ class Case:
     photometric: str  # as stored; "YBR_FULL_422" only with JPEG
     bits: int = 8  # BitsStored (BitsAllocated 8 or 16)
     signed: bool = False  # PixelRepresentation 1, values centred on 0
-    encoding: str = "native"  # native, rle, jpeg, j2k, j2k-lossy
+    encoding: str = "native"  # native, rle, jpeg, jpeg-lossless (process 14), jpegls, j2k, j2k-lossy
     frames: int = 1
     text_frame: int = 0
     size: tuple[int, int] = (ROWS, COLUMNS)  # rows, columns
@@ -61,6 +66,9 @@ CASES = [
     Case("dx-mono1-12bit", "DX", "MONOCHROME1", bits=12),
     Case("dx-mono1-12bit-rle", "DX", "MONOCHROME1", bits=12, encoding="rle"),
     Case("dx-mono1-12bit-j2k", "DX", "MONOCHROME1", bits=12, encoding="j2k"),
+    Case("dx-mono1-12bit-jpegls", "DX", "MONOCHROME1", bits=12, encoding="jpegls"),
+    Case("us-rgb-jpegls", "US", "RGB", encoding="jpegls"),
+    Case("sc-mono2-jpeg-lossless", "SC", "MONOCHROME2", encoding="jpeg-lossless"),
     Case("dx-mono1-large", "DX", "MONOCHROME1", bits=12, size=(2048, 1536)),  # read in tiles
     Case("us-cine-rgb", "US", "RGB", frames=3, text_frame=1),
     Case("us-cine-rgb-rle", "US", "RGB", encoding="rle", frames=3, text_frame=1),
@@ -143,6 +151,10 @@ def build(case: Case, text: str) -> tuple[Dataset, np.ndarray, tuple[int, int, i
 def encode(ds: Dataset, case: Case, frames: list[np.ndarray]) -> None:
     if case.encoding == "rle":
         ds.compress(RLELossless, generate_instance_uid=False)
+    elif case.encoding == "jpegls":
+        ds.compress(JPEGLSLossless, generate_instance_uid=False)
+    elif case.encoding == "jpeg-lossless":  # process 14 SV1: pydicom has no encoder, dcmtk has
+        _dcmcjpeg_lossless(ds)
     elif case.encoding == "j2k":
         ds.compress(JPEG2000Lossless, generate_instance_uid=False)
     elif case.encoding == "j2k-lossy":
@@ -158,3 +170,19 @@ def encode(ds: Dataset, case: Case, frames: list[np.ndarray]) -> None:
         ds["PixelData"].is_undefined_length = True
         ds.PhotometricInterpretation = case.photometric
         ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+
+
+def _dcmcjpeg_lossless(ds: Dataset) -> None:
+    """Re-encode ``ds`` in place as JPEG Lossless, Non-Hierarchical, First-Order Prediction
+    (process 14, selection value 1) with dcmtk's dcmcjpeg."""
+    from tests.peer_fixtures import need_tool
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plain, packed = Path(tmp) / "plain.dcm", Path(tmp) / "packed.dcm"
+        ds.save_as(plain, enforce_file_format=True)
+        subprocess.run([need_tool("dcmcjpeg"), "+e1", str(plain), str(packed)], check=True, capture_output=True)
+        packed_ds = dcmread(packed)
+    ds.file_meta.TransferSyntaxUID = packed_ds.file_meta.TransferSyntaxUID
+    ds.PixelData = packed_ds.PixelData
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True

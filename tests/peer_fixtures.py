@@ -35,7 +35,7 @@ def require_peer(name: str, available: bool) -> None:
     pytest.skip(reason)
 
 
-TOOLS = {"dciodvfy": "dicom3tools", "dsrdump": "dcmtk", "dcmdump": "dcmtk"}
+TOOLS = {"dciodvfy": "dicom3tools", "dsrdump": "dcmtk", "dcmdump": "dcmtk", "dcmcjpeg": "dcmtk", "dcmpschk": "dcmtk"}
 
 
 def need_tool(name: str) -> str:

@@ -33,6 +33,7 @@ from apolo_node.deid import burnedin
 from apolo_node.deid.burnedin import MARGIN, ocr_available
 from apolo_node.deid.frames import decode_frames, ocr_image
 from tests.image_cases import CASES, Case, build
+from tests.peer_fixtures import dciodvfy_errors
 from tests.synthetic import ct_slice, new_marker
 
 pytestmark = pytest.mark.skipif(ocr_available() is not None, reason="rapidocr not installed")
@@ -163,3 +164,18 @@ def test_ocr_text_reaches_no_log_and_no_output(
     out, err = capfd.readouterr()
     assert marker not in caplog.text + out + err
     assert marker.encode() not in clean.encoded
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.id in ("us-rgb", "sc-mono2", "us-cine-rgb", "us-palette")], ids=lambda c: c.id
+)
+def test_redacted_captures_have_no_more_dciodvfy_errors_than_their_originals(case: Case, tmp_path: Path) -> None:
+    _, text = planted()
+    ds, _, _ = build(case, text)
+    original, cleaned = tmp_path / "original.dcm", tmp_path / "cleaned.dcm"
+    ds.save_as(original, enforce_file_format=True)
+    cleaned.write_bytes(clean_instance(ds, deidentifier()).encoded)
+    assert dcmread(cleaned).BurnedInAnnotation == "NO"
+    before, after = dciodvfy_errors(original), dciodvfy_errors(cleaned)
+    new = sorted(set(after) - set(before))
+    assert not new, f"errors the redaction added: {new}"
