@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, and_, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from apolo_node.catalog.models import FindingRow, Report, Study, StudyStatus, utcnow
+from apolo_node.catalog.models import FindingRow, Outbox, OutboxState, Report, Study, StudyStatus, utcnow
 from apolo_node.findings import Algorithm, Box, Code, Finding, Measurement
 
 DESCRIBE = "describe"
+REPORT_SR = "report_sr"  # outbox kind of a study's TID 1500 SR
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,14 @@ def _row(study_id: int, report_id: int, f: Finding, model: str) -> dict[str, obj
     }
 
 
-def record_report(engine: Engine, record: ReportRecord, findings: Sequence[Finding]) -> bool:
-    """Store (or replace) the study's report and findings; True if the study became ``reported``."""
+def record_report(
+    engine: Engine, record: ReportRecord, findings: Sequence[Finding], send: bool = False
+) -> bool:
+    """Store (or replace) the study's report and findings; True if the study became ``reported``.
+
+    With ``send`` the SR is queued in the outbox in the same transaction (a crash cannot leave a
+    report that is never sent); a replaced report's unsent SR leaves the outbox with it.
+    """
     now = utcnow()
     with engine.begin() as conn:
         study_id = conn.execute(select(Study.id).where(Study.study_uid == record.study_uid)).scalar()
@@ -90,8 +97,12 @@ def record_report(engine: Engine, record: ReportRecord, findings: Sequence[Findi
             raise LookupError(f"study {record.study_uid} is not in the catalog")
         old = conn.execute(select(Report.id).where(Report.study_id == study_id)).scalar()
         if old is not None:
+            old_sop = conn.execute(select(Report.sop_instance_uid).where(Report.id == old)).scalar_one()
             conn.execute(delete(FindingRow).where(FindingRow.report_id == old))
             conn.execute(delete(Report).where(Report.id == old))
+            conn.execute(delete(Outbox).where(and_(
+                Outbox.sop_instance_uid == old_sop, Outbox.state == OutboxState.PENDING.value
+            )))
         report_id = conn.execute(
             insert(Report).returning(Report.id),
             {
@@ -110,6 +121,12 @@ def record_report(engine: Engine, record: ReportRecord, findings: Sequence[Findi
             conn.execute(
                 insert(FindingRow), [_row(study_id, report_id, f, record.algorithm.name) for f in findings]
             )
+        if send:
+            conn.execute(insert(Outbox).values(
+                study_id=study_id, kind=REPORT_SR, sop_instance_uid=record.sop_instance_uid,
+                path=record.path, state=OutboxState.PENDING.value, attempts=0,
+                next_attempt_at=now, created_at=now,
+            ))
         moved = conn.execute(
             update(Study)
             .where(and_(Study.id == study_id, Study.status == StudyStatus.DEIDENTIFIED.value))

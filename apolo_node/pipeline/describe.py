@@ -113,6 +113,7 @@ def describe_study(
         engine,
         ReportRecord(job.study_uid, sr_uid, series_uid, relative, result.algorithm, result.images, result.unparsed),
         result.findings,
+        send=cfg.send.enabled and cfg.send.reports,
     )
     if previous is not None and previous.record.path != relative:
         spool.remove(previous.record.path)  # replaced: the catalog no longer names it
