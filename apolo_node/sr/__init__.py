@@ -1,9 +1,33 @@
 """DICOM Structured Reports and presentation states from findings (highdicom), and back."""
 
+from apolo_node.sr.answer_report import (
+    AnswerReportContent,
+    Citation,
+    CitedFinding,
+    answer_report,
+    read_answer_report,
+)
 from apolo_node.sr.measurement_report import (
     MeasurementReportContent,
     measurement_report,
     read_measurement_report,
 )
+from apolo_node.sr.presentation_state import (
+    GroundingBox,
+    grounding_presentation_state,
+    read_grounding_presentation_state,
+)
 
-__all__ = ["MeasurementReportContent", "measurement_report", "read_measurement_report"]
+__all__ = [
+    "AnswerReportContent",
+    "Citation",
+    "CitedFinding",
+    "GroundingBox",
+    "MeasurementReportContent",
+    "answer_report",
+    "grounding_presentation_state",
+    "measurement_report",
+    "read_answer_report",
+    "read_grounding_presentation_state",
+    "read_measurement_report",
+]
