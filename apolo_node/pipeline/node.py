@@ -1,5 +1,5 @@
 """The running node: the SCP, the stable-study watcher, the de-identification and vision
-workers, and a clean stop on SIGTERM.
+workers, the sender when results go back to the PACS, and a clean stop on SIGTERM.
 
 Start-up checks before listening: the catalog is at the newest schema, the spool is writable,
 scraps of unacknowledged instances are cleared, and whole spooled files with no catalog row
@@ -21,7 +21,7 @@ from apolo_node.config import Config
 from apolo_node.deid import Deidentifier
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
-from apolo_node.pipeline import deidentify, describe
+from apolo_node.pipeline import deidentify, describe, sender
 from apolo_node.pseudonym import mapper
 from apolo_node.receive import stable
 from apolo_node.receive.scp import StorageSCP
@@ -89,7 +89,15 @@ class Node:
             name="vision-worker",
             daemon=True,
         )
-        for thread in (watcher, cleaner, describer):
+        workers = [watcher, cleaner, describer]
+        if self.vault is not None:  # [send] enabled: results go back to the PACS
+            workers.append(threading.Thread(
+                target=sender.watch,
+                args=(self.cfg, self.engine, self.spool, self.vault, mapper(self.cfg), self._stop),
+                name="send-worker",
+                daemon=True,
+            ))
+        for thread in workers:
             thread.start()
             self._threads.append(thread)
 
