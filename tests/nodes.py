@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -40,21 +41,20 @@ def running_node(cfg: Config) -> Iterator[Node]:
 
 
 def config_env(cfg: Config) -> dict[str, str]:
-    """``cfg`` as APOLO_* environment variables, for a node run as a subprocess."""
+    """Every setting of ``cfg`` as APOLO_* environment variables, for a node run as a subprocess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("APOLO_")}
-    env.update(
-        APOLO_CONFIG=str(REPO / "config" / "apolo.toml"),
-        APOLO_SPOOL__ROOT=str(cfg.spool.root),
-        APOLO_CATALOG__URL=cfg.catalog.url,
-        APOLO_DEID__KEY=cfg.deid.key,
-        APOLO_RECEIVE__PORT=str(cfg.receive.port),
-        APOLO_RECEIVE__AE_TITLE=cfg.receive.ae_title,
-        APOLO_RECEIVE__STABLE_AFTER=str(cfg.receive.stable_after),
-        APOLO_RECEIVE__DRAIN_TIMEOUT=str(cfg.receive.drain_timeout),
-        APOLO_RECEIVE__ALLOWED_AETS=",".join(cfg.receive.allowed_aets),
-        APOLO_WORKER__POLL_INTERVAL=str(cfg.worker.poll_interval),
-        APOLO_LOG__LEVEL=cfg.log.level,
-    )
+    env["APOLO_CONFIG"] = str(REPO / "config" / "apolo.toml")
+    for table in dataclasses.fields(cfg):
+        settings = getattr(cfg, table.name)
+        for key in dataclasses.fields(settings):
+            value = getattr(settings, key.name)
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, list):
+                text = ",".join(value)
+            else:
+                text = str(value)
+            env[f"APOLO_{table.name.upper()}__{key.name.upper()}"] = text
     return env
 
 
