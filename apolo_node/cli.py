@@ -282,6 +282,100 @@ def report(
     console.print(table)
 
 
+@app.command()
+@clean_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="the question, in plain words", show_default=False)],
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+    study: Annotated[
+        str | None, typer.Option(help="only this study (its pseudonymous Study Instance UID)", show_default=False)
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="only studies dated on or after this day (YYYY-MM-DD)", show_default=False)
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="only studies dated on or before this day (YYYY-MM-DD)", show_default=False)
+    ] = None,
+    modality: Annotated[
+        str | None, typer.Option(help="only series of this modality (CT, MR, CR, ...)", show_default=False)
+    ] = None,
+    body_part: Annotated[
+        str | None,
+        typer.Option("--body-part", help="only series of this body part (CHEST, HEAD, ...)", show_default=False),
+    ] = None,
+) -> None:
+    """Answer a question from the catalog's findings, citing them; every question is audited."""
+    from apolo_node.reasoning.ask import QUESTION_MAX, Filters, UnknownStudy, parse_date
+    from apolo_node.reasoning.ask import ask as run_ask
+    from apolo_node.reasoning.backend import AnswerFailed, ReasoningUnavailable
+
+    cfg = load_config(config)
+    if not question.strip() or len(question.strip()) > QUESTION_MAX:
+        raise BadInput(f"QUESTION must be 1-{QUESTION_MAX} characters, got {len(question.strip())}")
+    try:
+        first, last = parse_date(since, "--since"), parse_date(until, "--until")
+        if first and last and first > last:
+            raise ValueError(f"--since {first} is after --until {last}: no study date lies between")
+        filters = Filters(study_uid=study, modality=modality, body_part=body_part, since=first, until=last)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    engine = engine_for(cfg)
+    try:
+        require_head(engine)
+        result = run_ask(engine, cfg.reasoning, question, filters)
+    except UnknownStudy as exc:
+        raise BadInput(str(exc)) from None
+    except (ReasoningUnavailable, AnswerFailed) as exc:
+        typer.echo(f"apolo-node: error: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    finally:
+        engine.dispose()
+    if json_out:
+        typer.echo(json.dumps(result.as_json(), indent=2))
+        return
+    _print_answer(result)
+
+
+def _print_answer(result: Any) -> None:
+    """An ``AskResult`` for people: the answer, the evidence as a table, the trace."""
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    from apolo_node.reasoning import prompts
+    from apolo_node.reasoning.evidence import ref
+
+    console = Console(width=max(120, Console().width))
+    answer = result.answer
+    console.print(Panel(escape(answer.text), title=f"answer {result.answer_id} ({answer.backend})", expand=True))
+    retrieved = result.retrieved
+    table = Table(title=f"evidence: {len(result.evidence)} findings, {retrieved.mode} retrieval")
+    for col in ("ref", "study (pseudonym)", "date", "modality / body part", "finding", "instance / frame",
+                "box (x1, y1, x2, y2)", "confidence", "score", "cited"):
+        table.add_column(col, overflow="fold")  # a UID is shown whole, never cut short
+    cited = set(answer.citations)
+    for k, e in enumerate(result.evidence):
+        f = e.finding
+        table.add_row(
+            ref(k), e.study_uid, e.study_date.isoformat() if e.study_date else "-",
+            " / ".join(x or "-" for x in (e.modality, e.body_part)), escape(prompts.what(e)),
+            f"...{f.sop_instance_uid[-12:]} / {f.frame}",
+            ", ".join(f"{v:.0f}" for v in f.box.as_list()) if f.box else "-",
+            "-" if f.confidence is None else f"{f.confidence:.2f}", f"{e.score:.3f}",
+            "yes" if e.tracking_uid in cited else "",
+        )
+    if result.evidence:
+        console.print(table)
+    console.print(Panel(escape(answer.trace), title="trace", expand=True))
+    notes = []
+    if answer.dropped_citations:
+        notes.append(f"{answer.dropped_citations} citation(s) of findings not in the evidence were dropped")
+    if retrieved.note:
+        notes.append(retrieved.note)
+    for note in notes:
+        console.print(f"note: {escape(note)}")
+
+
 def main() -> None:
     try:
         app()

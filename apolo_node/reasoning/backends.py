@@ -1,0 +1,36 @@
+"""Which answerer the configuration names, built; or a clear line on what is missing.
+
+Answerers are plugins with a small contract (``available()``, ``from_settings()``); the model
+answerers import their heavy libraries only when chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from apolo_node.config import REASONING_BACKENDS, ReasoningSettings
+from apolo_node.reasoning.backend import Answerer, ReasoningUnavailable
+
+_MODULES = {  # backend name: (module, class)
+    "transformers": ("apolo_node.reasoning.transformers_backend", "TransformersAnswerer"),
+    "openai": ("apolo_node.reasoning.openai_backend", "OpenAIAnswerer"),
+}
+
+
+def make_answerer(settings: ReasoningSettings) -> Answerer:
+    """The configured answerer, ready to answer; ReasoningUnavailable says why not."""
+    if settings.backend == "extractive":
+        from apolo_node.reasoning.extractive import ExtractiveAnswerer
+
+        return ExtractiveAnswerer()
+    if settings.backend not in _MODULES:
+        raise ReasoningUnavailable(
+            f"[reasoning] backend {settings.backend!r} is unknown; choose {', '.join(REASONING_BACKENDS)}"
+        )
+    module_name, class_name = _MODULES[settings.backend]
+    module = importlib.import_module(module_name)
+    missing = module.available()
+    if missing:
+        raise ReasoningUnavailable(f"[reasoning] backend {settings.backend!r} cannot run here: {missing}")
+    answerer: Answerer = getattr(module, class_name).from_settings(settings)
+    return answerer

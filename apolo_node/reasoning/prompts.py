@@ -1,0 +1,78 @@
+"""What a language model is told: the rules, the question, and the evidence as [F1]..[Fn] lines.
+
+The evidence is de-identified catalog content only: pseudonymous UIDs, shifted dates, labels,
+boxes in source pixels. Each line says what, where (instance, frame, box), how sure and how
+much (measurements), so a model can answer "which studies, which findings, where" and cite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from apolo_node.reasoning.evidence import Evidence, ref
+
+SYSTEM_PROMPT = (
+    "You answer a clinician's question about imaging studies using only the evidence given: "
+    "findings that an AI vision model wrote into DICOM Structured Reports. The evidence is "
+    "de-identified; studies are named by pseudonymous UIDs. Cite every finding you rely on by "
+    "its reference in square brackets, for example [F1] or [F2, F5]; never cite a reference that "
+    "is not listed. Say which studies, which findings, where they are (instance, frame, box) and "
+    "how confident the model was. If the evidence does not answer the question, say so plainly; "
+    "never invent findings. The findings were not reviewed by a radiologist."
+)
+
+
+def where(e: Evidence) -> str:
+    """Instance (its UID's end), frame and box: enough to find the finding on the image."""
+    f = e.finding
+    text = f"instance ...{f.sop_instance_uid[-12:]}, frame {f.frame}"
+    if f.box:
+        text += ", box (" + ", ".join(f"{v:.0f}" for v in f.box.as_list()) + ") px"
+    return text
+
+
+def what(e: Evidence) -> str:
+    """Label, laterality and location, as a reader would say it."""
+    f = e.finding
+    text = f.label
+    extra = [x for x in (f.laterality, f.location) if x]
+    if extra:
+        text += " (" + ", ".join(extra) + ")"
+    return text
+
+
+def measurements(e: Evidence) -> str:
+    return "; ".join(f"{m.name.meaning} {m.value:g} {m.unit.value}" for m in e.finding.measurements)
+
+
+def evidence_line(index: int, e: Evidence) -> str:
+    """One line of evidence for a model: ``[F3] study ... (date, CT CHEST): label ...``."""
+    f = e.finding
+    context = ", ".join(x for x in (
+        e.study_date.isoformat() if e.study_date else "date unknown",
+        " ".join(x for x in (e.modality, e.body_part) if x),
+    ) if x)
+    parts = [f"[{ref(index)}] study {e.study_uid} ({context}): {what(e)}"]
+    parts.append(f"code {f.code.scheme} {f.code.value} {f.code.meaning!r}")
+    if f.description:
+        parts.append(f"description {f.description!r}")
+    parts.append(where(e))
+    parts.append("confidence " + ("unknown" if f.confidence is None else f"{f.confidence:.2f}"))
+    if f.measurements:
+        parts.append("measurements " + measurements(e))
+    return "; ".join(parts)
+
+
+def user_prompt(question: str, evidence: Sequence[Evidence]) -> str:
+    lines = [f"Question: {question}", "", f"Evidence ({len(evidence)} findings, most relevant first):"]
+    lines += [evidence_line(k, e) for k, e in enumerate(evidence)]
+    lines += ["", "Answer the question from this evidence, citing references like [F1]."]
+    return "\n".join(lines)
+
+
+def messages(question: str, evidence: Sequence[Evidence]) -> list[dict[str, str]]:
+    """The chat: our rules as the system message, the question and evidence as the user's."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": user_prompt(question, evidence)},
+    ]
