@@ -304,6 +304,12 @@ def ask(
         str | None,
         typer.Option("--body-part", help="only series of this body part (CHEST, HEAD, ...)", show_default=False),
     ] = None,
+    send: Annotated[
+        bool, typer.Option("--send", help="send the answer SR and the GSPS of its boxes to the PACS")
+    ] = False,
+    reveal: Annotated[
+        bool, typer.Option("--reveal", help="show the original accession numbers (needs the vault key; audited)")
+    ] = False,
 ) -> None:
     """Answer a question from the catalog's findings, citing them; every question is audited."""
     from apolo_node.reasoning.ask import QUESTION_MAX, Filters, UnknownStudy, parse_date
@@ -311,6 +317,8 @@ def ask(
     from apolo_node.reasoning.backend import AnswerFailed, ReasoningUnavailable
 
     cfg = load_config(config)
+    if (send or reveal) and not cfg.send.enabled:
+        raise BadInput("--send and --reveal need sending back enabled ([send] enabled = true, with a vault key)")
     if not question.strip() or len(question.strip()) > QUESTION_MAX:
         raise BadInput(f"QUESTION must be 1-{QUESTION_MAX} characters, got {len(question.strip())}")
     try:
@@ -324,6 +332,8 @@ def ask(
     try:
         require_head(engine)
         result = run_ask(engine, cfg.reasoning, question, filters)
+        sent = _send_answer(cfg, engine, result) if send else []
+        revealed = _reveal(cfg, engine, result) if reveal else {}
     except UnknownStudy as exc:
         raise BadInput(str(exc)) from None
     except (ReasoningUnavailable, AnswerFailed) as exc:
@@ -332,9 +342,54 @@ def ask(
     finally:
         engine.dispose()
     if json_out:
-        typer.echo(json.dumps(result.as_json(), indent=2))
+        out = result.as_json()
+        if send:
+            out["sent"] = [
+                {"study_uid": q.study_uid, "kind": q.kind, "sop_instance_uid": q.sop_instance_uid} for q in sent
+            ]
+        if reveal:
+            out["accession_numbers"] = revealed
+        typer.echo(json.dumps(out, indent=2))
         return
     _print_answer(result)
+    console = Console(width=max(120, Console().width))
+    for q in sent:
+        console.print(f"queued for the PACS: {q.kind} {q.sop_instance_uid} (study {q.study_uid})")
+    for study_uid, accession in revealed.items():
+        console.print(f"study {study_uid}: accession number {accession or '(none)'}")
+
+
+def _send_answer(cfg: Config, engine: Any, result: Any) -> list[Any]:
+    """Write the answer SR and GSPS per cited study and queue them; the node's sender sends them."""
+    from apolo_node.catalog.answers import record_audit
+    from apolo_node.pipeline.results import queue_answer
+    from apolo_node.reasoning.ask import os_user
+    from apolo_node.receive.spool import Spool
+
+    if not result.answer.citations:
+        return []
+    queued = queue_answer(engine, Spool(cfg.spool_root), result)
+    record_audit(
+        engine, actor=os_user(), action="send", answer_id=result.answer_id,
+        detail=", ".join(sorted({q.kind for q in queued})), studies=[q.study_uid for q in queued],
+    )
+    return queued
+
+
+def _reveal(cfg: Config, engine: Any, result: Any) -> dict[str, str | None]:
+    """Original accession numbers of the evidence's studies, for a user who holds the vault key."""
+    from apolo_node.catalog.answers import record_audit
+    from apolo_node.deid.vault import Vault
+    from apolo_node.reasoning.ask import os_user
+    from apolo_node.send.reveal import accession_numbers
+
+    studies = list(result.studies)
+    revealed = accession_numbers(Vault.from_config(cfg), studies)
+    record_audit(
+        engine, actor=os_user(), action="reveal", answer_id=result.answer_id,
+        detail="accession number", studies=studies,
+    )
+    return revealed
 
 
 def _print_answer(result: Any) -> None:

@@ -116,3 +116,18 @@ def audit_of(engine: Engine, answer_id: int) -> list[AuditRecord]:
         )
         for r in rows
     ]
+
+
+def record_audit(
+    engine: Engine, *, actor: str, action: str, detail: str, studies: Sequence[str], answer_id: int | None = None
+) -> None:
+    """One audit row: a reveal (``detail`` says what kind of value, never the value) or a send."""
+    if not actor.strip() or len(actor) > TEXT_MAX:
+        raise ValueError(f"audit actor must be 1-{TEXT_MAX} characters, got {actor!r}")
+    if not action.strip() or len(action) > ACTION_MAX:
+        raise ValueError(f"audit action must be 1-{ACTION_MAX} characters, got {action!r}")
+    with engine.begin() as conn:
+        conn.execute(insert(Audit), {
+            "at": utcnow(), "actor": actor, "action": action, "answer_id": answer_id,
+            "detail": detail, "studies": json.dumps(list(dict.fromkeys(studies))),
+        })
