@@ -12,20 +12,22 @@ PACKAGE = Path(__file__).resolve().parents[1] / "apolo_node"
 # module -> the modules of ours it may import (design.md, plus the small shared helpers:
 # `logs`, `durable` (crash-safe file writes), `pseudonym` (keyed UIDs, needed on the PHI
 # side to name files and rows) and `findings` (findings as data, shared by vision, sr, the
-# catalog and reasoning, so that none of them imports another).
+# catalog and reasoning, so that none of them imports another) and `openai_http` (the HTTP and
+# retry half of the OpenAI-compatible backends of vision and reasoning).
 ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "logs": set(),
     "durable": set(),
     "pseudonym": {"config"},
     "findings": set(),
+    "openai_http": set(),
     "catalog": {"config", "logs", "findings"},
     "receive": {"config", "catalog", "logs", "pseudonym", "durable"},
     "deid": {"config", "catalog", "logs", "pseudonym", "durable"},
     "imaging": set(),
-    "vision": {"config", "imaging", "logs", "findings"},
+    "vision": {"config", "imaging", "logs", "findings", "openai_http"},
     "sr": {"findings"},
-    "reasoning": {"config", "catalog", "logs", "findings"},
+    "reasoning": {"config", "catalog", "logs", "findings", "openai_http"},
     "send": {"config", "catalog", "logs", "deid.vault", "pseudonym", "durable"},
     "pipeline": {"*"},
     "cli": {"*"},

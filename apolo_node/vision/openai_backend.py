@@ -12,59 +12,35 @@ The API key goes only into the Authorization header: never into a log, an error 
 from __future__ import annotations
 
 import base64
-import email.utils
 import io
 import logging
-import random
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import httpx
 
 from apolo_node.config import VisionSettings
 from apolo_node.findings import Algorithm
 from apolo_node.imaging import ModelImage
 from apolo_node.logs import event, get_logger
+from apolo_node.openai_http import ChatClient, ChatServerError, normalise_base_url  # noqa: F401 (re-exported)
 from apolo_node.vision import grounding, prompts
 from apolo_node.vision.backend import Context, Described, VisionBackend
 
 log = get_logger("vision.openai")
 
-RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
-RETRY_AFTER_MAX = 30.0  # seconds: a longer Retry-After is not waited for, our backoff is used
-BACKOFF_MAX = 30.0  # seconds: the longest pause between two attempts
 MODELS_TIMEOUT = 10.0  # seconds: GET /models only names the weights; it must not hold a study
 ALGORITHM_VERSION_MAX = 64  # TID 4019 Algorithm Version is LO
 UNKNOWN_VERSION = "unknown"
 
 
-class VisionServerError(RuntimeError):
+class VisionServerError(ChatServerError):
     """The vision server could not answer, after retries; the message names the URL and status."""
 
 
 def available() -> str | None:
     """None: httpx is a core dependency, and the server is checked at the first request."""
     return None
-
-
-def normalise_base_url(url: str) -> str:
-    """``http://host:8000``, ``.../v1/`` or ``.../v1/chat/completions`` all become ``.../v1``."""
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ValueError(
-            f"url must be an http(s) base URL such as http://127.0.0.1:8000/v1, got {url!r}"
-        )
-    base = url.strip().rstrip("/")
-    for suffix in ("/chat/completions", "/completions", "/models"):
-        base = base.removesuffix(suffix)
-    return base if base.endswith("/v1") else f"{base}/v1"
-
-
-def _without_userinfo(url: str) -> str:
-    """The URL as it may be shown: no ``user:password@``."""
-    return str(httpx.URL(url).copy_with(username=None, password=None))
 
 
 def png_data_url(image: ModelImage) -> str:
@@ -102,20 +78,21 @@ class OpenAIBackend(VisionBackend):
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        self.base_url = normalise_base_url(url)
         self.model = model
         self.timeout = float(timeout)
         self.retries = retries
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.backoff = float(backoff)
-        self._shown_url = _without_userinfo(self.base_url)
-        self._has_key = bool(api_key)
-        self._key_text = api_key  # kept only to scrub it from server text we quote
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # One pooled client, shared by the batch's threads (httpx clients may be); the timeout
         # bounds connecting and each wait for bytes, so one answer waits at most about `timeout`.
-        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout, pool=None))
+        self._http = ChatClient(
+            url, api_key=api_key, timeout=self.timeout, retries=retries, backoff=self.backoff,
+            what="vision server", error=VisionServerError, event="vision.openai",
+        )
+        self.base_url = self._http.base_url
+        self._shown_url = self._http.shown_url
+        self._has_key = bool(api_key)
         self._lock = threading.Lock()  # guards _structured
         self._algorithm_lock = threading.Lock()  # one GET /models, even from several threads
         self._structured = True  # send response_format until the server refuses it
@@ -149,13 +126,8 @@ class OpenAIBackend(VisionBackend):
             return self._algorithm
 
     def _served_version(self) -> str:
-        try:
-            response = self._client.get(
-                f"{self.base_url}/models", timeout=min(self.timeout, MODELS_TIMEOUT)
-            )
-            cards = response.json().get("data", []) if response.status_code == 200 else []
-        except (httpx.HTTPError, ValueError, AttributeError):
-            cards = []
+        models = self._http.get_json("/models", min(self.timeout, MODELS_TIMEOUT))
+        cards = models.get("data", []) if isinstance(models, dict) else []
         for card in cards if isinstance(cards, list) else []:
             if isinstance(card, dict) and card.get("id") == self.model:
                 root = card.get("root")
@@ -203,88 +175,33 @@ class OpenAIBackend(VisionBackend):
 
     def _chat(self, messages: list[dict[str, Any]]) -> Any:
         """POST the chat request, with retries; the parsed JSON body of the 200 answer."""
-        url = f"{self.base_url}/chat/completions"
-        attempt = 0
-        last = ""
-        while True:
-            structured = self._structured
-            body: dict[str, Any] = {
-                "model": self.model,
-                "messages": messages,
-                "max_tokens": self.max_new_tokens,
-                "temperature": 0,
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": self.max_new_tokens,
+            "temperature": 0,
+        }
+        if self._structured:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "findings", "schema": prompts.FINDINGS_SCHEMA, "strict": True},
             }
-            if structured:
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {
-                        "name": "findings",
-                        "schema": prompts.FINDINGS_SCHEMA,
-                        "strict": True,
-                    },
-                }
-            retry_after: float | None = None
-            try:
-                response = self._client.post(url, json=body)
-            except (
-                httpx.TimeoutException,
-                httpx.NetworkError,
-                httpx.RemoteProtocolError,
-            ) as exc:
-                last = type(exc).__name__
-            else:
-                status = response.status_code
-                if status == 200:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        return None
-                if structured and status in (400, 422) and _refuses_response_format(response.text):
-                    with self._lock:
-                        if self._structured:
-                            self._structured = False
-                            event(
-                                log,
-                                "vision.openai.response_format_refused",
-                                logging.WARNING,
-                                server=self._shown_url,
-                                model=self.model,
-                                status=status,
-                            )
-                    continue  # the same attempt again, without response_format
-                last = f"HTTP {status}"
-                if status not in RETRY_STATUSES:
-                    raise VisionServerError(
-                        f"vision server {self._shown_url} answered POST /chat/completions with "
-                        f"{last}, not retried: {self._excerpt(response.text)}"
-                    )
-                retry_after = _retry_after(response.headers.get("Retry-After"))
-            if attempt >= self.retries:
-                raise VisionServerError(
-                    f"vision server {self._shown_url} failed POST /chat/completions after "
-                    f"{attempt + 1} attempt(s) ({self.retries} retries); last: {last}"
-                )
-            pause = min(self.backoff * 2**attempt, BACKOFF_MAX) * random.uniform(0.5, 1.5)
-            if retry_after is not None and retry_after <= RETRY_AFTER_MAX:
-                pause = max(pause, retry_after)
-            event(
-                log,
-                "vision.openai.retry",
-                logging.WARNING,
-                server=self._shown_url,
-                attempt=attempt + 1,
-                last=last,
-                pause=round(pause, 3),
-            )
-            time.sleep(pause)
-            attempt += 1
+        return self._http.post_chat(body, fallback=self._without_response_format)
 
-    def _excerpt(self, text: str, limit: int = 200) -> str:
-        """A short quote of the server's error, with the API key scrubbed should it echo it."""
-        text = " ".join(text.split())
-        if self._key_text:
-            text = text.replace(self._key_text, "<api_key>")
-        return text[:limit] + ("..." if len(text) > limit else "")
+    def _without_response_format(
+        self, status: int, text: str, body: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A server that refuses structured output is asked again without it, and never again with it."""
+        if "response_format" not in body or status not in (400, 422) or not _refuses_response_format(text):
+            return None
+        with self._lock:
+            if self._structured:
+                self._structured = False
+                event(
+                    log, "vision.openai.response_format_refused", logging.WARNING,
+                    server=self._shown_url, model=self.model, status=status,
+                )
+        return {k: v for k, v in body.items() if k != "response_format"}
 
     def _described(self, answer: Any) -> Described:
         """The findings in ``choices[0].message.content``; an answer with none is counted unparsed."""
@@ -303,7 +220,7 @@ class OpenAIBackend(VisionBackend):
         return grounding.parse(content, grounding.Coordinates.thousandths())
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
 
 def _unparsed(why: str) -> Described:
@@ -313,20 +230,3 @@ def _unparsed(why: str) -> Described:
 def _refuses_response_format(text: str) -> bool:
     low = text.lower()
     return "response_format" in low or "json_schema" in low
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (seconds or an HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
