@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from apolo_node.catalog.engine import engine_for
 from apolo_node.catalog.migrate import upgrade
+from apolo_node import config as config_mod
 from apolo_node.config import Config
 from apolo_node.pipeline.node import Node
 from tests.peers import PeerError, port_open, stop_process, wait_until
@@ -41,13 +42,17 @@ def running_node(cfg: Config) -> Iterator[Node]:
 
 
 def config_env(cfg: Config) -> dict[str, str]:
-    """Every setting of ``cfg`` as APOLO_* environment variables, for a node run as a subprocess."""
+    """The settings of ``cfg`` that differ from ``config/apolo.toml`` as APOLO_* environment
+    variables, for a node run as a subprocess (a ``--config`` file still decides the rest)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("APOLO_")}
     env["APOLO_CONFIG"] = str(REPO / "config" / "apolo.toml")
+    defaults = config_mod.load(REPO / "config" / "apolo.toml", env={})
     for table in dataclasses.fields(cfg):
-        settings = getattr(cfg, table.name)
+        settings, default = getattr(cfg, table.name), getattr(defaults, table.name)
         for key in dataclasses.fields(settings):
             value = getattr(settings, key.name)
+            if value == getattr(default, key.name):
+                continue
             if isinstance(value, bool):
                 text = "true" if value else "false"
             elif isinstance(value, list):

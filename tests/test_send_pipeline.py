@@ -182,12 +182,13 @@ def test_results_queued_while_the_pacs_is_down_arrive_once_when_it_is_back(
         return [r.next_attempt_at - started for r in rows]
 
     first = failed_once_more(0)
-    assert all(dt.timedelta(seconds=1.0) <= wait <= dt.timedelta(seconds=1.5) for wait in first)
+    # base 1 s, +10% jitter at most, plus the time the refused attempt took on a loaded machine
+    assert all(dt.timedelta(seconds=1.0) <= wait <= dt.timedelta(seconds=1.9) for wait in first)
     assert not node.run_once()  # nothing is due yet
     wait_until(lambda: all(r.next_attempt_at <= utcnow() for r in outbox_rows(node.engine)),
                what="the first retry to be due", timeout=5)
     second = failed_once_more(1)
-    assert all(dt.timedelta(seconds=2.0) <= wait <= dt.timedelta(seconds=2.5) for wait in second)  # doubled
+    assert all(dt.timedelta(seconds=2.0) <= wait <= dt.timedelta(seconds=3.5) for wait in second)  # doubled
     assert node.statuses() == ["reported", "reported"]
 
     # The PACS comes back: a fresh Orthanc on the same ports and storage; the node's worker runs.
