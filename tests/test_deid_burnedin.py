@@ -179,3 +179,43 @@ def test_redacted_captures_have_no_more_dciodvfy_errors_than_their_originals(cas
     before, after = dciodvfy_errors(original), dciodvfy_errors(cleaned)
     new = sorted(set(after) - set(before))
     assert not new, f"errors the redaction added: {new}"
+
+
+def test_the_deid_command_cleans_a_study_in_every_encoding_and_its_references_resolve(
+    cfg: Config, tmp_path: Path
+) -> None:
+    """The issue's corpus: one patient's study holding every image of the table, each with the
+    patient's name burned in, through ``apolo-node deid``; OCR of every output finds none of it."""
+    import json
+
+    from tests.nodes import apolo
+
+    marker, text = planted()
+    study_uid, series_uid = generate_uid(), generate_uid()
+    cases = [c for c in CASES if c.size[0] <= 512]
+    (tmp_path / "in").mkdir()
+    originals = []
+    for n, case in enumerate(cases):
+        ds, _, _ = build(case, text)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.PatientName, ds.PatientID, ds.InstanceNumber = f"{marker}^NAME", f"{marker}ID", n + 1
+        if originals:  # each image refers to the one before it, as a derived image would
+            ref = Dataset()
+            ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = originals[-1]
+            ds.ReferencedImageSequence = [ref]
+        originals.append((ds.SOPClassUID, ds.SOPInstanceUID))
+        ds.save_as(tmp_path / "in" / f"{n:02d}-{case.id}.dcm", enforce_file_format=True)
+    done = apolo(cfg, "deid", str(tmp_path / "in"), str(tmp_path / "out"), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["written"] == len(cases) and result["quarantined"] == 0
+    outputs = {int(dcmread(p).InstanceNumber): dcmread(p) for p in result["outputs"]}
+    assert sorted(outputs) == list(range(1, len(cases) + 1))
+    assert len({str(o.StudyInstanceUID) for o in outputs.values()}) == 1
+    for number, out in outputs.items():
+        assert marker.encode() not in Path(out.filename).read_bytes()
+        left = read_text(out)
+        assert "DOE" not in left and "JOHN" not in left and marker[2:8] not in left, cases[number - 1].id
+        if number > 1:  # the reference follows the referenced instance's new UID
+            assert out.ReferencedImageSequence[0].ReferencedSOPInstanceUID == outputs[number - 1].SOPInstanceUID
+    assert marker not in done.stdout.replace(str(tmp_path), "") and marker not in done.stderr
