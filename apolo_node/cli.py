@@ -118,6 +118,37 @@ def db_upgrade(config: ConfigOption = None) -> None:
     typer.echo(f"catalog schema: {before or 'empty'} -> {after} (head {head()})")
 
 
+@db_app.command("rebuild-reports")
+@clean_errors
+def db_rebuild_reports(config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Catalogue each study's newest TID 1500 SR file again (after a lost or restored catalog)."""
+    from apolo_node.pipeline.rebuild import rebuild_reports
+    from apolo_node.receive.spool import Spool
+
+    cfg = load_config(config)
+    engine = engine_for(cfg)
+    try:
+        require_head(engine)
+        summary = rebuild_reports(engine, Spool(cfg.spool_root))
+    finally:
+        engine.dispose()
+    if json_out:
+        typer.echo(json.dumps({
+            "reports": summary.reports, "findings": summary.findings,
+            "unknown_studies": summary.unknown_studies, "unreadable": summary.unreadable,
+        }, indent=2))
+    else:
+        typer.echo(
+            f"rebuilt {summary.reports} reports with {summary.findings} findings; "
+            f"{len(summary.unknown_studies)} SR folders of studies not in the catalog, "
+            f"{len(summary.unreadable)} unreadable"
+        )
+        for line in summary.unreadable:
+            typer.echo(f"  unreadable: {line}", err=True)
+    if summary.unreadable:
+        raise typer.Exit(EXIT_FAILED)
+
+
 @app.command()
 @clean_errors
 def ingest(

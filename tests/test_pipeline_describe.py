@@ -178,3 +178,35 @@ def test_a_stop_gives_the_job_back_and_describing_again_replaces_the_report(tmp_
     assert [p.relative_to(cfg.spool_root).as_posix() for p in (cfg.spool_root / "reports").rglob("*.dcm")] == [
         second.record.path
     ], "the replaced SR file is gone"
+
+
+def test_the_catalog_is_rebuilt_from_the_sr_files_alone(tmp_path: Path, cfg: Config) -> None:
+    write_phantom_study(tmp_path / "in", new_marker())
+    upgraded_engine(cfg).dispose()
+    ingest(cfg, [tmp_path / "in"])
+    engine = engine_for(cfg)
+    try:
+        [study] = list_studies(engine)
+        before = report_for(engine, study.study_uid)
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM finding"))
+            conn.execute(text("DELETE FROM report"))
+        assert report_for(engine, study.study_uid) is None
+        (cfg.spool_root / "reports" / "2.25.999").mkdir()
+        (cfg.spool_root / "reports" / "2.25.999" / "x.dcm").write_bytes(b"not dicom")
+        done = apolo(cfg, "db", "rebuild-reports", "--json")
+        assert done.returncode == 1, done.stderr  # one unreadable file is reported, by path only
+        summary = json.loads(done.stdout)
+        assert summary["reports"] == 1 and summary["findings"] == len(before.findings)
+        assert summary["unreadable"] == ["reports/2.25.999/x.dcm (InvalidDicomError)"]
+        after = report_for(engine, study.study_uid)
+    finally:
+        engine.dispose()
+    assert after is not None and before is not None
+    assert after.record.path == before.record.path and after.record.algorithm == before.record.algorithm
+    assert [f.tracking_uid for f in after.findings] == [f.tracking_uid for f in before.findings]
+    for a, b in zip(after.findings, before.findings):
+        assert (a.label, a.code, a.sop_instance_uid, a.frame, a.measurements) == (
+            b.label, b.code, b.sop_instance_uid, b.frame, b.measurements)
+        assert a.box is not None and b.box is not None
+        assert a.box.as_list() == pytest.approx(b.box.as_list(), abs=1e-3)
