@@ -51,6 +51,7 @@ class Case:
     frames: int = 1
     text_frame: int = 0
     size: tuple[int, int] = (ROWS, COLUMNS)  # rows, columns
+    text_at: tuple[int, int] = TEXT_AT  # (x, y) of the text's top-left
 
 
 CASES = [
@@ -70,24 +71,28 @@ CASES = [
     Case("us-rgb-jpegls", "US", "RGB", encoding="jpegls"),
     Case("sc-mono2-jpeg-lossless", "SC", "MONOCHROME2", encoding="jpeg-lossless"),
     Case("dx-mono1-large", "DX", "MONOCHROME1", bits=12, size=(2048, 1536)),  # read in tiles
+    # a line across the seams of the OCR tiles (columns 928 and 1024 with 1024 px tiles)
+    Case("dx-mono1-wide-seam", "DX", "MONOCHROME1", bits=12, size=(1536, 2048), text_at=(840, 700)),
     Case("us-cine-rgb", "US", "RGB", frames=3, text_frame=1),
     Case("us-cine-rgb-rle", "US", "RGB", encoding="rle", frames=3, text_frame=1),
     Case("us-cine-ybr422-jpeg", "US", "YBR_FULL_422", encoding="jpeg", frames=3, text_frame=1),
 ]
 
 
-def levels(text: str, rows: int, columns: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+def levels(
+    text: str, rows: int, columns: int, at: tuple[int, int] = TEXT_AT
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """Display levels 0..1 (dark field, a grey disc, white text), the glyph mask, the text box."""
     img = Image.new("L", (columns, rows), 0)
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=18)
-    draw.text(TEXT_AT, text, fill=255, font=font)
+    draw.text(at, text, fill=255, font=font)
     glyphs = np.asarray(img) > 0
     field = np.full((rows, columns), 0.05)
     yy, xx = np.mgrid[:rows, :columns]
     field[(yy - 120) ** 2 + (xx - 150) ** 2 < 60**2] = 0.4  # the anatomy OCR misreads as "0"
     field[glyphs] = 1.0
-    box = draw.textbbox(TEXT_AT, text, font=font)
+    box = draw.textbbox(at, text, font=font)
     return field, glyphs, (int(box[0]), int(box[1]), int(box[2]), int(box[3]))
 
 
@@ -107,7 +112,7 @@ def to_stored(case: Case, level: np.ndarray) -> np.ndarray:
 def build(case: Case, text: str) -> tuple[Dataset, np.ndarray, tuple[int, int, int, int]]:
     """The instance of ``case`` with ``text`` burned into its text frame; its glyph mask and box."""
     rows, columns = case.size
-    field, glyphs, box = levels(text, rows, columns)
+    field, glyphs, box = levels(text, rows, columns, case.text_at)
     blank, _, _ = levels("", rows, columns)
     frames = [to_stored(case, field if i == case.text_frame else blank) for i in range(case.frames)]
     ds = ct_slice(study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid(),

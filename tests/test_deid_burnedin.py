@@ -219,3 +219,16 @@ def test_the_deid_command_cleans_a_study_in_every_encoding_and_its_references_re
         if number > 1:  # the reference follows the referenced instance's new UID
             assert out.ReferencedImageSequence[0].ReferencedSOPInstanceUID == outputs[number - 1].SOPInstanceUID
     assert marker not in done.stdout.replace(str(tmp_path), "") and marker not in done.stderr
+
+
+@pytest.mark.parametrize("length", [1024, 1025, 1536, 2048, 3000, 4096])
+@pytest.mark.parametrize("phase", [0, burnedin.TILE_STEP // 2])
+def test_every_line_up_to_half_a_tile_lies_whole_in_one_tile(length: int, phase: int) -> None:
+    starts = burnedin._tile_starts(length, phase)
+    assert starts[0] == 0 and starts[-1] + min(length, burnedin.TILE) == length
+    widest = min(length, burnedin.TILE_OVERLAP)
+    for x in range(0, length - widest + 1, 7):  # a line from x to x + widest
+        assert any(s <= x and x + widest <= s + burnedin.TILE for s in starts), (x, starts)
+    if phase and length > burnedin.TILE:  # the rescan's inner seams are not the first pass's
+        inner = set(burnedin._tile_starts(length)[1:-1])
+        assert not inner & set(starts[1:-1]), (inner, starts)

@@ -35,9 +35,13 @@ MIN_SCORE = 0.5  # lowest recogniser score kept (rapidocr's Global.text_score)
 SHORT_TEXT = 2  # characters: texts this short ...
 TALL_SHORT_TEXT = 0.1  # ... in a box taller than this share of the frame are anatomy
 # rapidocr misses 18 px text on a 2048 x 2048 frame and finds it on a 1024 x 1024 crop: larger
-# frames are read in overlapping tiles, the overlap wider than any glyph.
+# frames are read in overlapping tiles. A line cut by a tile's edge is read in pieces, or not at
+# all, so tiles overlap by half: any line up to 512 px wide lies whole in one tile. The rescan
+# after redaction uses tiles shifted by half a step, so what a seam hid the first time lies
+# inside a tile the second time (and the instance is refused rather than passed).
 TILE = 1024
-TILE_OVERLAP = 96
+TILE_OVERLAP = TILE // 2
+TILE_STEP = TILE - TILE_OVERLAP
 OCR_REQUIREMENTS = ("rapidocr", "onnxruntime")
 
 
@@ -86,23 +90,26 @@ def _looks_like_text(text: str, height: int, rows: int) -> bool:
     return not (len(text.strip()) <= SHORT_TEXT and height > TALL_SHORT_TEXT * rows)
 
 
-def _tile_starts(length: int) -> list[int]:
-    """Where the tiles along one side begin: one tile if it fits, else overlapping ones."""
+def _tile_starts(length: int, phase: int = 0) -> list[int]:
+    """Where the tiles along one side begin: one tile if it fits, else overlapping ones, the
+    inner ones ``phase`` pixels further on (the first and last always cover the ends)."""
     if length <= TILE:
         return [0]
-    starts = list(range(0, length - TILE, TILE - TILE_OVERLAP))
-    return starts + [length - TILE]
+    return sorted({0, *range(phase, length - TILE, TILE_STEP), length - TILE})
 
 
-def find_text(ds: Dataset, frames: np.ndarray, indices: Iterable[int] | None = None) -> list[Box]:
-    """Text boxes on the given frames (all by default), with the margin, clipped to the frame."""
+def find_text(
+    ds: Dataset, frames: np.ndarray, indices: Iterable[int] | None = None, phase: int = 0
+) -> list[Box]:
+    """Text boxes on the given frames (all by default), with the margin, clipped to the frame;
+    ``phase`` shifts the inner tiles (the rescan reads across the first pass's seams)."""
     rows, columns = frames.shape[1], frames.shape[2]
     boxes: list[Box] = []
     for index in range(len(frames)) if indices is None else indices:
         try:
             image = ocr_image(ds, frames[index])
-            for top in _tile_starts(rows):
-                for left in _tile_starts(columns):
+            for top in _tile_starts(rows, phase):
+                for left in _tile_starts(columns, phase):
                     tile = np.ascontiguousarray(image[top : top + TILE, left : left + TILE])
                     for x0, y0, x1, y1 in _text_in(tile):
                         boxes.append(
@@ -167,7 +174,7 @@ def _redact(ds: Dataset) -> tuple[Dataset, list[Box]]:
         written = decode_frames(out)
         if not np.array_equal(written, redacted):
             raise BurnedInTextError("re-encoded pixel data differ from the redacted pixels")
-        still = find_text(out, written, sorted(black))
+        still = find_text(out, written, sorted(black), phase=TILE_STEP // 2)
         if still:
             frames_left = sorted({box.frame + 1 for box in still})
             raise BurnedInTextError(f"text is still found after redaction on frame(s) {frames_left}")
