@@ -185,9 +185,13 @@ def test_the_deid_command_cleans_a_study_in_every_encoding_and_its_references_re
     cfg: Config, tmp_path: Path
 ) -> None:
     """The issue's corpus: one patient's study holding every image of the table, each with the
-    patient's name burned in, through ``apolo-node deid``; OCR of every output finds none of it."""
+    patient's name burned in, and two instances with the marker in every Table E.1-1 attribute at
+    sequence depths 0 to 3, private tags, overlays and curves, through ``apolo-node deid``: no
+    output holds the marker in any byte, OCR of every output finds none of the name, and every
+    reference between instances follows the new UIDs."""
     import json
 
+    from tests.deid_corpus import corpus_instance
     from tests.nodes import apolo
 
     marker, text = planted()
@@ -205,6 +209,15 @@ def test_the_deid_command_cleans_a_study_in_every_encoding_and_its_references_re
             ds.ReferencedImageSequence = [ref]
         originals.append((ds.SOPClassUID, ds.SOPInstanceUID))
         ds.save_as(tmp_path / "in" / f"{n:02d}-{case.id}.dcm", enforce_file_format=True)
+    for n in (len(cases), len(cases) + 1):  # the header corpus, in the same study
+        ds = corpus_instance(
+            marker, patient_id=f"{marker}ID", study_uid=study_uid, series_uid=generate_uid(),
+            sop_uid=generate_uid(), frame_uid=generate_uid(), referenced_sop_uid=originals[-1][1],
+        )
+        ds.InstanceNumber = n + 1
+        originals.append((ds.SOPClassUID, ds.SOPInstanceUID))
+        ds.save_as(tmp_path / "in" / f"{n:02d}-corpus.dcm", enforce_file_format=True)
+    cases = [*cases, Case("corpus", "CT", "MONOCHROME2"), Case("corpus", "CT", "MONOCHROME2")]
     done = apolo(cfg, "deid", str(tmp_path / "in"), str(tmp_path / "out"), "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
