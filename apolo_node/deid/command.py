@@ -28,6 +28,7 @@ from apolo_node.config import Config
 from apolo_node.durable import write_atomic
 from apolo_node.deid.actions import Deidentifier
 from apolo_node.deid.burnedin import BurnedInTextError, redact_burned_in_text
+from apolo_node.deid.overlays import EmbeddedOverlayError, clear_embedded_overlays
 from apolo_node.deid.pixels import pixel_scan_reason
 from apolo_node.deid.profile import Option
 from apolo_node.deid.verify import PHILeakError, encode, verify_deidentified
@@ -83,6 +84,10 @@ def clean_instance(ds: Dataset, deidentifier: Deidentifier) -> CleanInstance:
         if not str(ds.get(keyword, "") or "").strip():
             raise DeidError(f"{keyword} is missing or empty; the instance cannot be named")
     original = ds
+    try:
+        ds = clear_embedded_overlays(ds)  # before the profile removes the 60xx groups
+    except EmbeddedOverlayError as exc:
+        raise DeidError(str(exc)) from None
     reason = pixel_scan_reason(ds)
     if reason is not None:
         if Option.CLEAN_PIXEL_DATA not in deidentifier.profile.options:
