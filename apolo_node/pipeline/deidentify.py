@@ -13,8 +13,6 @@ instances were quarantined) or ``quarantined``.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
 import threading
 from dataclasses import dataclass
 
@@ -33,9 +31,10 @@ from apolo_node.catalog.cleaning import (
 )
 from apolo_node.catalog.records import DEIDENTIFY
 from apolo_node.config import Config
-from apolo_node.deid import DeidError, Deidentifier, clean_instance
+from apolo_node.deid import Deidentifier, DeidError, clean_instance
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
+from apolo_node.pipeline import workers
 from apolo_node.receive.spool import CLEAN, QUARANTINE, Spool
 
 log = get_logger("deid")
@@ -66,7 +65,7 @@ def body_part(ds: Dataset) -> str | None:
 
 
 def worker_name(n: int = 0) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:deid{n}"
+    return workers.worker_name("deid", n)
 
 
 class LostClaim(RuntimeError):
@@ -154,10 +153,7 @@ def watch(
 ) -> None:
     """Work ``deidentify`` jobs until ``stop`` is set."""
     worker = worker_name(n)
-    while not stop.is_set():
-        try:
-            if run_once(cfg, engine, spool, deidentifier, worker, stop, vault):
-                continue
-        except Exception:  # catalog briefly unavailable: try again next round
-            log.warning("deid.claim_failed", exc_info=True)
-        stop.wait(cfg.worker.poll_interval)
+    workers.work_until_stopped(
+        lambda: run_once(cfg, engine, spool, deidentifier, worker, stop, vault),
+        stop, cfg.worker.poll_interval, log, "deid.claim_failed",
+    )

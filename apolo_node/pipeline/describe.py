@@ -11,14 +11,12 @@ when its lease runs out; after ``max_attempts`` the study fails with the error's
 from __future__ import annotations
 
 import io
-import os
-import socket
 import threading
 from dataclasses import dataclass
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
 from pydicom.config import disable_value_validation
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import Engine, and_, select
 
@@ -28,6 +26,7 @@ from apolo_node.catalog.models import Instance, InstanceState, StudyStatus
 from apolo_node.catalog.reports import DESCRIBE, ReportRecord, record_report, report_for
 from apolo_node.config import Config
 from apolo_node.logs import event, get_logger
+from apolo_node.pipeline import workers
 from apolo_node.receive.spool import Spool
 from apolo_node.sr import measurement_report
 from apolo_node.vision.backend import VisionBackend
@@ -50,7 +49,7 @@ class DescribeOutcome:
 
 
 def worker_name(n: int = 0) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:vision{n}"
+    return workers.worker_name("vision", n)
 
 
 def clean_paths(engine: Engine, study_id: int) -> list[str]:
@@ -156,10 +155,7 @@ def run_once(
 def watch(engine: Engine, spool: Spool, backend: VisionBackend, cfg: Config, stop: threading.Event, n: int = 0) -> None:
     """Work ``describe`` jobs until ``stop`` is set."""
     worker = worker_name(n)
-    while not stop.is_set():
-        try:
-            if run_once(engine, spool, backend, cfg, worker, stop):
-                continue
-        except Exception:  # catalog briefly unavailable: try again next round
-            log.warning("vision.claim_failed", exc_info=True)
-        stop.wait(cfg.worker.poll_interval)
+    workers.work_until_stopped(
+        lambda: run_once(engine, spool, backend, cfg, worker, stop),
+        stop, cfg.worker.poll_interval, log, "vision.claim_failed",
+    )

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
 import threading
 
 from pydicom import dcmread
@@ -33,6 +31,7 @@ from apolo_node.catalog.models import utcnow
 from apolo_node.config import Config
 from apolo_node.deid.vault import Vault, VaultError
 from apolo_node.logs import event, get_logger
+from apolo_node.pipeline import workers
 from apolo_node.pseudonym import UIDMapper
 from apolo_node.receive.spool import Spool
 from apolo_node.send.relink import RelinkError, relink
@@ -47,7 +46,7 @@ class ResultUnreadable(RuntimeError):
 
 
 def worker_name(n: int = 0) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:send{n}"
+    return workers.worker_name("send", n)
 
 
 def read_result(spool: Spool, path: str) -> Dataset:
@@ -113,10 +112,7 @@ def watch(
 ) -> None:
     """Send due outbox rows until ``stop`` is set."""
     worker = worker_name(n)
-    while not stop.is_set():
-        try:
-            if run_once(cfg, engine, spool, vault, mapper, worker):
-                continue
-        except Exception:  # catalog briefly unavailable: try again next round
-            log.warning("send.claim_failed", exc_info=True)
-        stop.wait(cfg.worker.poll_interval)
+    workers.work_until_stopped(
+        lambda: run_once(cfg, engine, spool, vault, mapper, worker),
+        stop, cfg.worker.poll_interval, log, "send.claim_failed",
+    )
