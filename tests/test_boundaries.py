@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "apolo_node"
 # `logs`, `durable` (crash-safe file writes), `pseudonym` (keyed UIDs, needed on the PHI
 # side to name files and rows) and `findings` (findings as data, shared by vision, sr, the
 # catalog and reasoning, so that none of them imports another) and `openai_http` (the HTTP and
-# retry half of the OpenAI-compatible backends of vision and reasoning).
+# retry half of the OpenAI-compatible backends of vision and reasoning) and `hf_local` (what
+# their transformers backends share: the ml extra check, the device, a loading error's line).
 ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "logs": set(),
@@ -21,13 +22,14 @@ ALLOWED: dict[str, set[str]] = {
     "pseudonym": {"config"},
     "findings": set(),
     "openai_http": set(),
+    "hf_local": set(),
     "catalog": {"config", "logs", "findings"},
     "receive": {"config", "catalog", "logs", "pseudonym", "durable"},
     "deid": {"config", "catalog", "logs", "pseudonym", "durable"},
     "imaging": set(),
-    "vision": {"config", "imaging", "logs", "findings", "openai_http"},
+    "vision": {"config", "imaging", "logs", "findings", "openai_http", "hf_local"},
     "sr": {"findings"},
-    "reasoning": {"config", "catalog", "logs", "findings", "openai_http"},
+    "reasoning": {"config", "catalog", "logs", "findings", "openai_http", "hf_local"},
     "send": {"config", "catalog", "logs", "deid.vault", "pseudonym", "durable"},
     "pipeline": {"*"},
     "cli": {"*"},

@@ -9,12 +9,11 @@ checked against the evidence. torch and transformers are the ``ml`` extra, impor
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
-from typing import Any
 
 from apolo_node.config import ReasoningSettings
+from apolo_node.hf_local import DTYPES, first_line, ml_problem, resolve_device
 from apolo_node.logs import event, get_logger
 from apolo_node.reasoning import prompts
 from apolo_node.reasoning.backend import Answer, Answerer, ReasoningUnavailable
@@ -23,8 +22,6 @@ from apolo_node.reasoning.evidence import Evidence
 
 log = get_logger("reasoning.transformers")
 
-INSTALL_HINT = "pip install 'apolo-node[ml]' (torch==2.13.0, the CPU wheel will do, and transformers 5)"
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 CUT_OFF = (
     "The model's answer was cut off while it was still reasoning; see the trace, and raise "
     "[reasoning] max_new_tokens for a complete answer."
@@ -32,32 +29,8 @@ CUT_OFF = (
 
 
 def available() -> str | None:
-    """None when torch and transformers import; else what is missing and how to install it."""
-    missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
-    if missing:
-        return f"the transformers answerer needs {' and '.join(missing)}: {INSTALL_HINT}"
-    return None
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0][:limit] if lines else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _device(device: str, torch: Any) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        raise ValueError(f"[reasoning] device must be cpu, cuda, cuda:N or auto, got {device!r}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ReasoningUnavailable(
-            f"[reasoning] device is {device!r} but torch {torch.__version__} sees no CUDA device; "
-            "use device = 'cpu' or 'auto'"
-        )
-    return device
+    """None when torch and transformers 5 import; else what is missing and how to install it."""
+    return ml_problem("the transformers answerer")
 
 
 class TransformersAnswerer(Answerer):
@@ -79,7 +52,7 @@ class TransformersAnswerer(Answerer):
         import transformers
 
         self._torch = torch
-        self.device = _device(device, torch)
+        self.device = resolve_device(device, torch, "reasoning", ReasoningUnavailable)
         self.max_new_tokens = max_new_tokens
         path = Path(model).expanduser()
         looks_local = path.is_dir() or model.startswith(("/", ".", "~")) or model.count("/") > 1
@@ -100,7 +73,7 @@ class TransformersAnswerer(Answerer):
         except Exception as exc:  # noqa: BLE001 - any load failure: one clean line naming the setting
             raise ReasoningUnavailable(
                 f"[reasoning] model {model!r} could not be loaded as a causal language model "
-                f"(a hub id, offline only if already in the cache, or a local folder): {_first_line(exc)}"
+                f"(a hub id, offline only if already in the cache, or a local folder): {first_line(exc)}"
             ) from None
         finally:
             if bars:

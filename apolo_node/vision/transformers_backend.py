@@ -24,6 +24,7 @@ from typing import Any
 
 from apolo_node.config import VisionSettings
 from apolo_node.findings import Algorithm
+from apolo_node.hf_local import DTYPES, first_line, ml_problem, resolve_device
 from apolo_node.imaging import ModelImage
 from apolo_node.logs import event, get_logger
 from apolo_node.vision import grounding, prompts
@@ -36,8 +37,6 @@ from apolo_node.vision.backend import (
 
 log = get_logger("vision.transformers")
 
-INSTALL_HINT = "pip install 'apolo-node[ml]' (torch==2.13.0, the CPU wheel will do, and transformers 5)"
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 ALGORITHM_TEXT_MAX = 64  # TID 4019 Algorithm Name and Version are LO
 # Models whose bbox_2d are pixels of the processor's resized input (others: thousandths).
 PIXEL_GROUNDED = frozenset({"qwen2_5_vl"})
@@ -52,20 +51,7 @@ QWEN_VL_PROCESSORS = {
 
 def available() -> str | None:
     """None when torch and transformers 5 import; else what is missing and how to install it."""
-    missing = []
-    for name in ("torch", "transformers"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        return f"the transformers vision backend needs {' and '.join(missing)}: {INSTALL_HINT}"
-    import transformers
-
-    major = transformers.__version__.split(".", 1)[0]
-    if not major.isdigit() or int(major) < 5:
-        return f"the transformers vision backend needs transformers 5, found {transformers.__version__}: {INSTALL_HINT}"
-    return None
+    return ml_problem("the transformers vision backend")
 
 
 def input_size(grid_thw: Sequence[int] | Any, patch_size: int) -> tuple[int, int]:
@@ -136,28 +122,6 @@ def _import_ml() -> tuple[Any, Any]:
     return torch, transformers
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    text = text[:limit] + ("..." if len(text) > limit else "")
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _resolve_device(device: str, torch: Any) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        raise ValueError(f"[vision] device must be cpu, cuda, cuda:N or auto, got {device!r}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable(
-            f"[vision] device is {device!r} but torch {torch.__version__} sees no CUDA device; "
-            "use device = 'cpu' or 'auto'"
-        )
-    return device
-
-
 def _local_folder(model: str) -> Path | None:
     """The folder ``model`` names when it is a path rather than a hub id ("org/name"), else None."""
     path = Path(model).expanduser()
@@ -218,7 +182,7 @@ class TransformersBackend(VisionBackend):
         torch, transformers = _import_ml()
         self._torch = torch
         self.model_ref = model
-        self.device = _resolve_device(device, torch)
+        self.device = resolve_device(device, torch, "vision", BackendUnavailable)
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         started = time.perf_counter()
@@ -241,7 +205,7 @@ class TransformersBackend(VisionBackend):
         except Exception as exc:  # noqa: BLE001 - any load failure: one clean line naming the setting
             raise BackendUnavailable(
                 f"[vision] model {model!r} could not be loaded as an image-text-to-text model "
-                f"(a hub id, offline only if already in the cache, or a local folder): {_first_line(exc)}"
+                f"(a hub id, offline only if already in the cache, or a local folder): {first_line(exc)}"
             ) from None
         finally:
             if bars:
