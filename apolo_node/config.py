@@ -318,34 +318,18 @@ def validate(cfg: Config) -> None:
     if cfg.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"[log] level must be DEBUG, INFO, WARNING or ERROR, got {cfg.log.level!r}")
     v = cfg.vision
-    if v.backend not in VISION_BACKENDS:
-        raise ConfigError(f"[vision] backend must be one of {', '.join(VISION_BACKENDS)}, got {v.backend!r}")
-    if v.backend in ("transformers", "openai") and not v.model.strip():
-        raise ConfigError(f"[vision] model is required with backend = {v.backend!r} (a hub id, a local path or a served name)")
-    if v.backend == "openai" and not v.url.startswith(("http://", "https://")):
-        raise ConfigError(f"[vision] url must be an http(s) base URL with backend = 'openai', got {v.url!r}")
+    _check_model_backend("vision", v, VISION_BACKENDS)
     if v.frames not in ("first", "middle", "all"):
         raise ConfigError(f"[vision] frames must be first, middle or all, got {v.frames!r}")
-    if v.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise ConfigError(f"[vision] dtype must be auto, float32, bfloat16 or float16, got {v.dtype!r}")
-    for key in ("max_new_tokens", "batch_size", "max_frames"):
+    for key in ("batch_size", "max_frames"):
         if getattr(v, key) < 1:
             raise ConfigError(f"[vision] {key} must be >= 1, got {getattr(v, key)}")
     if v.max_pixels < 28 * 28 * 4:
         raise ConfigError(f"[vision] max_pixels must be >= 3136, got {v.max_pixels}")
-    if v.timeout <= 0 or v.retries < 0:
-        raise ConfigError("[vision] timeout must be > 0 seconds and retries >= 0")
     q = cfg.reasoning
-    if q.backend not in REASONING_BACKENDS:
-        raise ConfigError(f"[reasoning] backend must be one of {', '.join(REASONING_BACKENDS)}, got {q.backend!r}")
-    if q.backend in ("transformers", "openai") and not q.model.strip():
-        raise ConfigError(f"[reasoning] model is required with backend = {q.backend!r} (a hub id, a local path or a served name)")
-    if q.backend == "openai" and not q.url.startswith(("http://", "https://")):
-        raise ConfigError(f"[reasoning] url must be an http(s) base URL with backend = 'openai', got {q.url!r}")
-    if q.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise ConfigError(f"[reasoning] dtype must be auto, float32, bfloat16 or float16, got {q.dtype!r}")
-    if q.max_new_tokens < 1 or q.evidence < 1 or q.timeout <= 0 or q.retries < 0:
-        raise ConfigError("[reasoning] max_new_tokens and evidence must be >= 1, timeout > 0, retries >= 0")
+    _check_model_backend("reasoning", q, REASONING_BACKENDS)
+    if q.evidence < 1:
+        raise ConfigError(f"[reasoning] evidence must be >= 1, got {q.evidence}")
     snd = cfg.send
     if not 0 < len(snd.calling_ae_title.strip()) <= 16 or not 0 < len(snd.ae_title.strip()) <= 16:
         raise ConfigError(f"[send] ae_title and calling_ae_title must be 1-16 characters, got {snd.ae_title!r}, {snd.calling_ae_title!r}")
@@ -355,6 +339,22 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"[send] port must be 1-65535, got {snd.port}")
     if cfg.worker.lease <= 0 or cfg.worker.poll_interval <= 0:
         raise ConfigError("[worker] lease and poll_interval must be > 0 seconds")
+
+
+def _check_model_backend(table: str, m: VisionSettings | ReasoningSettings, backends: tuple[str, ...]) -> None:
+    """The rules a model-backed stage's table shares: backend, model, url, dtype, limits."""
+    if m.backend not in backends:
+        raise ConfigError(f"[{table}] backend must be one of {', '.join(backends)}, got {m.backend!r}")
+    if m.backend in ("transformers", "openai") and not m.model.strip():
+        raise ConfigError(f"[{table}] model is required with backend = {m.backend!r} (a hub id, a local path or a served name)")
+    if m.backend == "openai" and not m.url.startswith(("http://", "https://")):
+        raise ConfigError(f"[{table}] url must be an http(s) base URL with backend = 'openai', got {m.url!r}")
+    if m.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"[{table}] dtype must be auto, float32, bfloat16 or float16, got {m.dtype!r}")
+    if m.max_new_tokens < 1:
+        raise ConfigError(f"[{table}] max_new_tokens must be >= 1, got {m.max_new_tokens}")
+    if m.timeout <= 0 or m.retries < 0:
+        raise ConfigError(f"[{table}] timeout must be > 0 seconds and retries >= 0")
 
 
 def replace(cfg: Config, **tables_: dict[str, Any]) -> Config:
