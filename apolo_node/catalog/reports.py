@@ -150,6 +150,16 @@ def _finding(row: FindingRow) -> Finding:
     )
 
 
+def report_path(engine: Engine, study_uid: str) -> str | None:
+    """The spool-relative SR file of the study's report, or None: without reading its findings."""
+    with engine.connect() as conn:
+        path = conn.execute(
+            select(Report.path).join(Study, Study.id == Report.study_id).where(Study.study_uid == study_uid)
+        ).scalar()
+        conn.rollback()
+    return path
+
+
 def report_for(engine: Engine, study_uid: str) -> StoredReport | None:
     """The study's report and findings (in the order they were stored), or None if it has none."""
     with Session(engine) as session:

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, and_, select
 from apolo_node.catalog import jobs
 from apolo_node.catalog.cleaning import fail_study
 from apolo_node.catalog.models import Instance, InstanceState, StudyStatus
-from apolo_node.catalog.reports import DESCRIBE, ReportRecord, record_report, report_for
+from apolo_node.catalog.reports import DESCRIBE, ReportRecord, record_report, report_path
 from apolo_node.config import Config
 from apolo_node.logs import event, get_logger
 from apolo_node.pipeline import workers
@@ -107,15 +107,15 @@ def describe_study(
     sr.save_as(buffer, enforce_file_format=True)
     relative = f"{REPORTS}/{job.study_uid}/{sr_uid}.dcm"
     spool.write(relative, buffer.getvalue())
-    previous = report_for(engine, job.study_uid)
+    previous = report_path(engine, job.study_uid)
     reported = record_report(
         engine,
         ReportRecord(job.study_uid, sr_uid, series_uid, relative, result.algorithm, result.images, result.unparsed),
         result.findings,
         send=cfg.send.enabled and cfg.send.reports,
     )
-    if previous is not None and previous.record.path != relative:
-        spool.remove(previous.record.path)  # replaced: the catalog no longer names it
+    if previous is not None and previous != relative:
+        spool.remove(previous)  # replaced: the catalog no longer names it
     event(
         log, "study.described", study_uid=job.study_uid, images=result.images,
         findings=len(result.findings), unparsed=result.unparsed, skipped=len(result.skipped),

@@ -22,7 +22,8 @@ from sqlalchemy import Engine, select
 
 import apolo_node
 from apolo_node.catalog import outbox
-from apolo_node.catalog.models import Instance, Report, Study
+from apolo_node.catalog.models import Instance
+from apolo_node.catalog.reports import report_path
 from apolo_node.findings import Algorithm, Finding
 from apolo_node.logs import event, get_logger
 from apolo_node.reasoning.ask import AskResult
@@ -50,10 +51,8 @@ def _paths(engine: Engine, study_uid: str, sops: Sequence[str]) -> tuple[dict[st
         rows = conn.execute(
             select(Instance.sop_instance_uid, Instance.clean_path).where(Instance.sop_instance_uid.in_(list(sops)))
         ).all()
-        report = conn.execute(
-            select(Report.path).join(Study, Study.id == Report.study_id).where(Study.study_uid == study_uid)
-        ).scalar()
         conn.rollback()
+    report = report_path(engine, study_uid)
     if report is None:
         raise LookupError(f"study {study_uid} has no report to cite")
     return {sop: path for sop, path in rows if path}, report
@@ -79,10 +78,10 @@ def _write(spool: Spool, engine: Engine, study_uid: str, kind: str, ds: Dataset)
 def _study_results(
     engine: Engine, spool: Spool, result: AskResult, study_uid: str, cited: list[Evidence]
 ) -> list[QueuedResult]:
-    clean, report_path = _paths(engine, study_uid, [e.finding.sop_instance_uid for e in cited])
+    clean, sr_path = _paths(engine, study_uid, [e.finding.sop_instance_uid for e in cited])
     with disable_value_validation():
         images = {sop: dcmread(spool.root / path, stop_before_pixels=True) for sop, path in clean.items()}
-        report = dcmread(spool.root / report_path)
+        report = dcmread(spool.root / sr_path)
     algorithm = Algorithm(result.answer.backend[:64], apolo_node.__version__)
     answer = answer_report(
         result.question, result.answer.text, result.answer.trace,
