@@ -129,7 +129,7 @@ def answer_report(
         raise ValueError("question must be non-empty text, got an empty string")
     if not answer.strip():
         raise ValueError("answer must be non-empty text, got an empty string")
-    objects = _evidence_by_uid(evidence)
+    objects = _evidence_by_uid(evidence, "evidence", "an answer report")
     reports = {uid: ds for uid, ds in objects.items() if ds.get("Modality") == "SR"}
     images = {uid: ds for uid, ds in objects.items() if uid not in reports}
     _check_findings([c.finding for c in cited], images)

@@ -191,20 +191,24 @@ def read_measurement_report(ds: Dataset) -> MeasurementReportContent:
 # --- building ---------------------------------------------------------------------------------
 
 
-def _evidence_by_uid(evidence: Sequence[Dataset]) -> dict[str, Dataset]:
+def _evidence_by_uid(
+    evidence: Sequence[Dataset], name: str = "evidence", document: str = "a measurement report"
+) -> dict[str, Dataset]:
+    """The instances a new object refers to, by SOP Instance UID: at least one, all of one study
+    (the object joins that study), none twice."""
     if not evidence:
-        raise ValueError("evidence must hold at least one image: the SR takes its study from it")
+        raise ValueError(f"{name} must hold at least one image: {document} takes its study from it")
     images: dict[str, Dataset] = {}
     study = evidence[0].StudyInstanceUID
     for ds in evidence:
         uid = str(ds.SOPInstanceUID)
         if ds.StudyInstanceUID != study:
             raise ValueError(
-                f"evidence instance {uid} is in study {ds.StudyInstanceUID}, not {study}: "
-                "a measurement report covers one study"
+                f"{name} instance {uid} is in study {ds.StudyInstanceUID}, not {study}: "
+                f"{document} covers one study"
             )
         if uid in images:
-            raise ValueError(f"evidence instance {uid} is given twice: each instance goes in the library once")
+            raise ValueError(f"{name} instance {uid} is given twice: each instance is referenced once")
         images[uid] = ds
     return images
 

@@ -37,6 +37,7 @@ from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage
 from apolo_node.findings import Algorithm, Box, Finding
 from apolo_node.sr.measurement_report import (
     MANUFACTURER,
+    _evidence_by_uid,
     _frames,
     _graphic_value,
     _header_view,
@@ -155,26 +156,14 @@ def read_grounding_presentation_state(ds: Dataset) -> list[GroundingBox]:
 
 
 def _images_by_uid(images: Sequence[Dataset]) -> dict[str, Dataset]:
-    if not images:
-        raise ValueError("images must hold at least one image: the presentation state takes its study from it")
-    by_uid: dict[str, Dataset] = {}
-    study = images[0].StudyInstanceUID
-    for ds in images:
-        uid = str(ds.SOPInstanceUID)
-        if ds.StudyInstanceUID != study:
-            raise ValueError(
-                f"images instance {uid} is in study {ds.StudyInstanceUID}, not {study}: "
-                "a presentation state covers one study"
-            )
-        if uid in by_uid:
-            raise ValueError(f"images instance {uid} is given twice")
+    by_uid = _evidence_by_uid(images, "images", "a presentation state")
+    for uid, ds in by_uid.items():
         photometric = ds.get("PhotometricInterpretation")
         if photometric not in GRAYSCALE or ds.get("SamplesPerPixel", 1) != 1:
             raise ValueError(
                 f"images instance {uid} is {photometric}: a Grayscale Softcopy Presentation State "
                 f"applies only to {' or '.join(GRAYSCALE)} images"
             )
-        by_uid[uid] = ds
     return by_uid
 
 
