@@ -25,7 +25,8 @@ from apolo_node.sr import (
     read_answer_report,
 )
 from tests.peer_fixtures import dciodvfy_errors, need_tool
-from tests.test_sr_presentation_state import ct_slice, multiframe, uid
+from tests.sr_evidence import uid
+from tests.test_sr_presentation_state import ct_slice, multiframe
 
 VISION = Algorithm(name="apolo-baseline", version="0.3.1")
 REASONING = Algorithm(name="apolo-extractive", version="1.2.0")

@@ -12,13 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     ComprehensiveSRStorage,
     CTImageStorage,
-    ExplicitVRLittleEndian,
     UltrasoundMultiFrameImageStorage,
-    generate_uid,
 )
 
 from apolo_node.findings import LOCAL_SCHEME, Algorithm, Box, Code, Finding, Measurement
@@ -28,6 +26,7 @@ from apolo_node.sr import (
     read_measurement_report,
 )
 from tests.peer_fixtures import need_tool
+from tests.sr_evidence import deidentified, uid
 
 ALGORITHM = Algorithm(name="apolo-baseline", version="0.3.1")
 DISCLAIMER = "Non-diagnostic baseline: not for clinical use."
@@ -37,49 +36,10 @@ MEAN = Code("373098007", "SCT", "Mean")
 HU = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
 
 
-def uid() -> str:
-    """A pseudonymous-looking UID under 2.25, like the de-identifier makes."""
-    return generate_uid(prefix=None)
-
-
-
-
 def image(sop_class: str, modality: str, study: str, *, rows: int, columns: int) -> Dataset:
-    """A de-identified image header: pseudonymous UIDs and identifiers, Type 2 attributes empty."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = uid()
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = uid()
+    """A de-identified 8-bit image header with a frame of reference."""
+    ds = deidentified(sop_class, modality, study, rows=rows, columns=columns, bits=8)
     ds.FrameOfReferenceUID = uid()
-    ds.Modality = modality
-    ds.PatientName = "ANON^7F3A9C"
-    ds.PatientID = "PSN-7F3A9C21"
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
-    ds.PatientIdentityRemoved = "YES"  # as the de-identifier leaves it, with its method (PS3.15)
-    ds.DeidentificationMethod = "apolo-node Basic Application Confidentiality Profile"
-    method = Dataset()
-    method.CodeValue, method.CodingSchemeDesignator = "113100", "DCM"
-    method.CodeMeaning = "Basic Application Confidentiality Profile"
-    ds.DeidentificationMethodCodeSequence = [method]
-    ds.StudyDate = "20240102"
-    ds.StudyTime = "101500"
-    ds.AccessionNumber = ""
-    ds.StudyID = ""
-    ds.ReferringPhysicianName = ""
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
-    ds.Rows = rows
-    ds.Columns = columns
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
     return ds
 
 

@@ -15,15 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
     GrayscaleSoftcopyPresentationStateStorage,
     MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
     SecondaryCaptureImageStorage,
-    generate_uid,
 )
 
 from apolo_node.findings import LOCAL_SCHEME, Algorithm, Box, Code, Finding
@@ -32,48 +30,11 @@ from apolo_node.sr import (
     grounding_presentation_state,
     read_grounding_presentation_state,
 )
+from tests.sr_evidence import deidentified, uid
 from tests.peer_fixtures import dciodvfy_errors, need_tool
 
 ALGORITHM = Algorithm(name="apolo-baseline", version="0.3.1")
 NODULE = Code("27925004", "SCT", "Nodule")
-
-
-def uid() -> str:
-    """A pseudonymous-looking UID under 2.25, like the de-identifier makes."""
-    return generate_uid(prefix=None)
-
-
-def deidentified(sop_class: str, modality: str, study: str, *, rows: int, columns: int, bits: int) -> Dataset:
-    """A de-identified grayscale image header: pseudonymous UIDs, Type 2 attributes empty."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = uid()
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = uid()
-    ds.Modality = modality
-    ds.PatientName = "ANON^7F3A9C"
-    ds.PatientID = "PSN-7F3A9C21"
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
-    ds.PatientIdentityRemoved = "YES"  # as the de-identifier leaves it, with its method (PS3.15)
-    ds.DeidentificationMethod = "apolo-node Basic Application Confidentiality Profile"
-    method = Dataset()
-    method.CodeValue, method.CodingSchemeDesignator = "113100", "DCM"
-    method.CodeMeaning = "Basic Application Confidentiality Profile"
-    ds.DeidentificationMethodCodeSequence = [method]
-    ds.StudyDate, ds.StudyTime = "20240102", "101500"
-    ds.AccessionNumber = ds.StudyID = ds.ReferringPhysicianName = ""
-    ds.SeriesNumber = ds.InstanceNumber = 1
-    ds.Rows, ds.Columns = rows, columns
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 0
-    return ds
 
 
 def square(rows: int, columns: int, low: int, high: int, dtype: type) -> np.ndarray:
