@@ -37,6 +37,14 @@ def write_phantom_study(folder: Path, marker: str) -> None:
     multi.save_as(folder / "enhanced.dcm", enforce_file_format=True)
 
 
+
+def reported_phantom_study(cfg: Config, tmp_path: Path) -> Engine:
+    """The phantom study ingested into a fresh catalog (so reported); an engine on that catalog."""
+    write_phantom_study(tmp_path / "in", new_marker())
+    upgraded_engine(cfg).dispose()
+    ingest(cfg, [tmp_path / "in"])
+    return engine_for(cfg)
+
 def test_an_ingested_study_ends_reported_with_a_valid_sr_and_findings_rows(tmp_path: Path, cfg: Config) -> None:
     import dataclasses
 
@@ -151,10 +159,7 @@ def test_a_stop_gives_the_job_back_and_describing_again_replaces_the_report(tmp_
     from apolo_node.receive.spool import Spool
     from apolo_node.vision.baseline import BaselineBackend
 
-    write_phantom_study(tmp_path / "in", new_marker())
-    upgraded_engine(cfg).dispose()
-    ingest(cfg, [tmp_path / "in"])
-    engine = engine_for(cfg)
+    engine = reported_phantom_study(cfg, tmp_path)
     try:
         [study] = list_studies(engine)
         first = report_for(engine, study.study_uid)
@@ -181,10 +186,7 @@ def test_a_stop_gives_the_job_back_and_describing_again_replaces_the_report(tmp_
 
 
 def test_the_catalog_is_rebuilt_from_the_sr_files_alone(tmp_path: Path, cfg: Config) -> None:
-    write_phantom_study(tmp_path / "in", new_marker())
-    upgraded_engine(cfg).dispose()
-    ingest(cfg, [tmp_path / "in"])
-    engine = engine_for(cfg)
+    engine = reported_phantom_study(cfg, tmp_path)
     try:
         [study] = list_studies(engine)
         before = report_for(engine, study.study_uid)
