@@ -34,22 +34,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
-from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ComprehensiveSRStorage
 
 from apolo_node.findings import LOCAL_SCHEME, Algorithm, Code, Finding
 from apolo_node.sr.measurement_report import (
-    CHARACTER_SET,
-    MANUFACTURER,
     _check_findings,
     _code,
     _coded,
-    _device_uid,
+    _comprehensive_sr,
     _evidence_by_uid,
+    _observer,
     _frames,
-    _header_view,
     _items,
     _text,
     _values,
@@ -146,24 +143,10 @@ def answer_report(
     if trace.strip():
         root.ContentSequence.append(_text(REASONING_TRACE, trace))
     root.ContentSequence.extend(_cited_container(c, images[c.finding.sop_instance_uid]) for c in cited)
-    return hd.sr.ComprehensiveSR(
-        evidence=[_header_view(ds) for ds in objects.values()],
-        content=root,
-        series_instance_uid=series_instance_uid,
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid,
-        instance_number=instance_number,
-        manufacturer=MANUFACTURER,
-        series_description="apolo-node answer",
-        is_complete=True,
-        specific_character_set=CHARACTER_SET,
-        coding_schemes=[
-            CodingSchemeIdentificationItem(
-                designator=LOCAL_SCHEME,
-                name="apolo-node local codes",
-                responsible_organization=MANUFACTURER,
-            )
-        ],
+    return _comprehensive_sr(
+        root, objects.values(), series_instance_uid=series_instance_uid, series_number=series_number,
+        sop_instance_uid=sop_instance_uid, instance_number=instance_number,
+        series_description="apolo-node answer", local_scheme="apolo-node local codes",
     )
 
 
@@ -227,20 +210,6 @@ def _check_reports(cited: Sequence[CitedFinding], reports: dict[str, Dataset]) -
                 f"{c.finding.frame}, but report {uid} has it on instance {found.sop_instance_uid} "
                 f"frame {found.frame}"
             )
-
-
-def _observer(algorithm: Algorithm) -> hd.sr.ObservationContext:
-    """The algorithm as the device observer (TID 1004), as in our TID 1500 reports."""
-    device = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=_device_uid(algorithm),
-            name=algorithm.name,
-            manufacturer_name=MANUFACTURER,
-            model_name=algorithm.version,
-        ),
-    )
-    return hd.sr.ObservationContext(observer_device_context=device)
 
 
 def _cited_container(c: CitedFinding, image: Dataset) -> hd.sr.ContainerContentItem:

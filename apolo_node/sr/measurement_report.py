@@ -44,7 +44,7 @@ OHIF (extensions/cornerstone-dicom-sr) shows only what it can parse, and needs:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,16 +133,7 @@ def measurement_report(
         raise ValueError("disclaimer must be None or non-empty text, got an empty string")
     images = _evidence_by_uid(evidence)
     _check_findings(findings, images)
-    device = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=_device_uid(algorithm),
-            name=algorithm.name,
-            manufacturer_name=MANUFACTURER,
-            model_name=algorithm.version,
-        ),
-    )
-    context = hd.sr.ObservationContext(observer_device_context=device)
+    context = _observer(algorithm)
     groups = [_measurement_group(f, images[f.sop_instance_uid], algorithm) for f in findings]
     library = [_library_view(ds) for ds in images.values()]
     root = _report_root(context, groups, library)
@@ -152,18 +143,10 @@ def measurement_report(
         )
         evaluations.ContentSequence = hd.sr.ContentSequence([_text(COMMENT, disclaimer)])
         root[0].ContentSequence.append(evaluations)
-    return hd.sr.ComprehensiveSR(
-        evidence=[_header_view(ds) for ds in images.values()],
-        content=root[0],
-        series_instance_uid=series_instance_uid,
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid,
-        instance_number=instance_number,
-        manufacturer=MANUFACTURER,
-        series_description="apolo-node findings",
-        is_complete=True,
-        specific_character_set=CHARACTER_SET,
-        coding_schemes=_local_scheme(findings),
+    return _comprehensive_sr(
+        root[0], images.values(), series_instance_uid=series_instance_uid, series_number=series_number,
+        sop_instance_uid=sop_instance_uid, instance_number=instance_number,
+        series_description="apolo-node findings", local_scheme=_local_scheme(findings),
     )
 
 
@@ -253,18 +236,52 @@ def _check_findings(findings: Sequence[Finding], images: dict[str, Dataset]) -> 
             )
 
 
-def _local_scheme(findings: Sequence[Finding]) -> list[CodingSchemeIdentificationItem] | None:
-    """Declares our local coding scheme (Coding Scheme Identification Sequence) when a code uses it."""
+def _local_scheme(findings: Sequence[Finding]) -> str | None:
+    """How our local coding scheme is named when a code of ``findings`` uses it, else None."""
     codes_used = [c for f in findings for c in (f.code, *(x for m in f.measurements for x in (m.name, m.unit)))]
     if not any(c.scheme == LOCAL_SCHEME for c in codes_used):
         return None
-    return [
-        CodingSchemeIdentificationItem(
-            designator=LOCAL_SCHEME,
-            name="apolo-node local codes (the meaning is the finding label)",
-            responsible_organization=MANUFACTURER,
-        )
-    ]
+    return "apolo-node local codes (the meaning is the finding label)"
+
+
+def _comprehensive_sr(
+    content: hd.sr.ContainerContentItem, evidence: Iterable[Dataset], *, series_instance_uid: str,
+    series_number: int, sop_instance_uid: str, instance_number: int, series_description: str,
+    local_scheme: str | None,
+) -> hd.sr.ComprehensiveSR:
+    """What all our SRs share: a new series of the evidence's study, UTF-8, complete, made by
+    apolo-node; the local coding scheme declared (Coding Scheme Identification) when named."""
+    return hd.sr.ComprehensiveSR(
+        evidence=[_header_view(ds) for ds in evidence],
+        content=content,
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        manufacturer=MANUFACTURER,
+        series_description=series_description,
+        is_complete=True,
+        specific_character_set=CHARACTER_SET,
+        coding_schemes=None if local_scheme is None else [
+            CodingSchemeIdentificationItem(
+                designator=LOCAL_SCHEME, name=local_scheme, responsible_organization=MANUFACTURER
+            )
+        ],
+    )
+
+
+def _observer(algorithm: Algorithm) -> hd.sr.ObservationContext:
+    """The algorithm as the device observer (TID 1004)."""
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=_device_uid(algorithm),
+            name=algorithm.name,
+            manufacturer_name=MANUFACTURER,
+            model_name=algorithm.version,
+        ),
+    )
+    return hd.sr.ObservationContext(observer_device_context=device)
 
 
 def _device_uid(algorithm: Algorithm) -> str:
