@@ -2,7 +2,9 @@
 
 Who may associate is decided before any DICOM is read: a source address outside
 ``allowed_addresses`` has its connection closed at accept; a calling AE title outside
-``allowed_aets`` gets an A-ASSOCIATE-RJ. C-STORE statuses, all from ``InstanceStore``:
+``allowed_aets`` gets an A-ASSOCIATE-RJ, and so does an association beyond
+``max_associations``. Each association runs on one thread (``receive/association.py``).
+C-STORE statuses, all from ``InstanceStore``:
 
 - 0x0000 Success: the file is fsynced in the spool and its catalog row committed
   (also for an instance already held: kept once, counted once)
@@ -21,34 +23,62 @@ import threading
 import time
 from typing import Any
 
-from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from apolo_node.config import ConfigError, ReceiveSettings
 from apolo_node.logs import event, get_logger
+from apolo_node.receive.association import (
+    Accepted,
+    Link,
+    PeerClosed,
+    ProtocolError,
+    Request,
+    Terms,
+    accept,
+    check_request,
+    read_request,
+    reject,
+    serve_messages,
+)
+from apolo_node.receive.dimse import C_ECHO_RQ, part10_header
 from apolo_node.receive.store import InstanceStore, StoreStatus
 
 log = get_logger("receive")
+ACSE_TIMEOUT = 30.0  # seconds a new connection has to send its A-ASSOCIATE-RQ
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class AllowListServer(ThreadedAssociationServer):
-    """An association server that closes connections from addresses not on the allow-list."""
+def supported_contexts() -> list[PresentationContext]:
+    """Verification and every storage SOP class, each with every transfer syntax pydicom knows."""
+    contexts = [build_context(Verification, ALL_TRANSFER_SYNTAXES)]
+    contexts += [
+        build_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)  # type: ignore[arg-type]
+        for cx in AllStoragePresentationContexts
+    ]
+    return contexts
 
-    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+class AssociationServer(socketserver.ThreadingTCPServer):
+    """Accepts connections, drops those from addresses off the allow-list, and hands the rest
+    to ``StorageSCP.serve_connection`` on a thread of their own."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], scp: StorageSCP) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.scp = scp
+        super().__init__(address, socketserver.BaseRequestHandler)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        if not self.allowed_networks:
-            return True
-        try:
-            addr = ipaddress.ip_address(client_address[0])
-        except (ValueError, TypeError, IndexError):
-            return False
-        if any(addr in net for net in self.allowed_networks):
-            return True
-        event(log, "association.refused", 30, peer=str(client_address[0]), reason="address")
-        return False
+        return self.scp.address_allowed(client_address)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        self.scp.serve_connection(request, client_address)
 
 
 def tls_context(settings: ReceiveSettings) -> ssl.SSLContext | None:
@@ -75,27 +105,20 @@ class StorageSCP:
     def __init__(self, settings: ReceiveSettings, store: InstanceStore) -> None:
         self.settings = settings
         self.store = store
-        self.ae = self._make_ae()
-        self.server: AllowListServer | None = None
+        self.terms = Terms(
+            ae_title=settings.ae_title,
+            max_pdu=settings.max_pdu,
+            contexts=supported_contexts(),
+            allowed_aets=frozenset(a.strip() for a in settings.allowed_aets),
+        )
+        self.server: AssociationServer | None = None
         self._ssl = tls_context(settings)
-        self._networks = tuple(
+        self._networks: tuple[Network, ...] = tuple(
             ipaddress.ip_network(n, strict=False) for n in settings.allowed_addresses
         )
-
-    def _make_ae(self) -> AE:
-        s = self.settings
-        ae = AE(ae_title=s.ae_title)
-        ae.maximum_associations = s.max_associations
-        ae.maximum_pdu_size = s.max_pdu
-        ae.network_timeout = s.network_timeout
-        ae.acse_timeout = 30
-        ae.dimse_timeout = s.network_timeout
-        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
-        for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        if s.allowed_aets:
-            ae.require_calling_aet = [a.strip() for a in s.allowed_aets]
-        return ae
+        self._lock = threading.Lock()
+        self._open: dict[Link, bool] = {}  # every connection -> whether it is an association
+        self._threads: set[threading.Thread] = set()
 
     @property
     def port(self) -> int:
@@ -104,27 +127,10 @@ class StorageSCP:
         return int(self.server.server_address[1])
 
     def start(self) -> None:
-        handlers = [
-            (evt.EVT_C_STORE, self._on_store),
-            (evt.EVT_C_ECHO, self._on_echo),
-            (evt.EVT_ACCEPTED, self._on_accepted),
-            (evt.EVT_REJECTED, self._on_rejected),
-            (evt.EVT_RELEASED, self._on_closed, ["released"]),
-            (evt.EVT_ABORTED, self._on_closed, ["aborted"]),
-        ]
-        server = self.ae.make_server(
-            (self.settings.host, self.settings.port),
-            evt_handlers=handlers,  # type: ignore[arg-type]
-            ssl_context=self._ssl,
-            server_class=AllowListServer,
-        )
-        server.allowed_networks = self._networks
+        server = AssociationServer((self.settings.host, self.settings.port), self)
         server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.ae._servers.append(server)
-        threading.Thread(
-            target=server.serve_forever, name="scp-accept", daemon=True
-        ).start()
-        self.server = server  # type: ignore[assignment]
+        threading.Thread(target=server.serve_forever, name="scp-accept", daemon=True).start()
+        self.server = server
         event(
             log, "scp.listening", ae_title=self.settings.ae_title, host=self.settings.host,
             port=self.port, tls=self._ssl is not None,
@@ -139,74 +145,122 @@ class StorageSCP:
         if server is None:
             return 0
         timeout = self.settings.drain_timeout if drain_timeout is None else drain_timeout
-        # Stop the accept loop and close the listening socket, but keep the associations.
-        socketserver.BaseServer.shutdown(server)
+        server.shutdown()  # no new connections from here on
         server.server_close()
-        # Only established associations carry work to finish. A connection that never sent an
-        # A-ASSOCIATE-RQ (a port probe, a health check) would otherwise hold the stop for
-        # pynetdicom's 30 s ACSE timeout.
+        # Only associations carry work to finish. A connection that never sent an
+        # A-ASSOCIATE-RQ (a port probe, a health check) must not hold the stop.
         deadline = time.monotonic() + timeout
-        while (
-            any(a.is_established for a in server.active_associations)
-            and time.monotonic() < deadline
-        ):
+        while self._associations() and time.monotonic() < deadline:
             time.sleep(0.05)
-        left = [(a, a.is_established) for a in server.active_associations]
+        with self._lock:
+            left = list(self._open.items())
+            threads = list(self._threads)
         cut_short = sum(1 for _, established in left if established)
-        for assoc, _ in left:
-            assoc.abort()
-        for assoc, established in left:
-            # An unassociated acceptor thread is a daemon blocked on its socket: don't wait.
-            assoc.join(timeout=5 if established else 0.2)
-        if server in self.ae._servers:
-            self.ae._servers.remove(server)
+        for link, established in left:
+            if established:
+                link.abort(source=0)
+            else:
+                link.shut()
+        for thread in threads:
+            thread.join(timeout=5)
         self.server = None
         event(log, "scp.stopped", aborted=cut_short, unassociated_closed=len(left) - cut_short)
         return cut_short
 
-    # -- event handlers: each returns quickly and never raises into pynetdicom --
+    def _associations(self) -> int:
+        with self._lock:
+            return sum(self._open.values())
 
-    def _on_store(self, event_: evt.Event) -> Dataset:
-        assoc = event_.assoc
-        calling = assoc.requestor.ae_title.strip() if assoc.requestor.ae_title else None
+    def address_allowed(self, client_address: Any) -> bool:
+        if not self._networks:
+            return True
         try:
-            raw = event_.encoded_dataset()
-            request = event_.request
-            result = self.store.store(
-                raw,
-                calling_aet=calling,
-                affected_sop_class=str(request.AffectedSOPClassUID or "") or None,
-                affected_sop_instance=str(request.AffectedSOPInstanceUID or "") or None,
-            )
-        except Exception as exc:  # encoding of the received stream failed
-            status = Dataset()
-            status.Status = int(StoreStatus.CANNOT_UNDERSTAND)
-            status.ErrorComment = f"unreadable request ({type(exc).__name__})"[:64]
-            return status
-        status = Dataset()
-        status.Status = int(result.status)
-        if result.comment:
-            status.ErrorComment = result.comment[:64]
-        return status
+            addr = ipaddress.ip_address(client_address[0])
+        except (ValueError, TypeError, IndexError):
+            return False
+        if any(addr in net for net in self._networks):
+            return True
+        event(log, "association.refused", 30, peer=str(client_address[0]), reason="address")
+        return False
 
-    def _on_echo(self, event_: evt.Event) -> int:
-        event(log, "echo", calling_aet=event_.assoc.requestor.ae_title.strip())
-        return 0x0000
+    # -- one connection, on its own thread --
 
-    def _on_accepted(self, event_: evt.Event) -> None:
-        a = event_.assoc
+    def serve_connection(self, sock: socket.socket, client_address: Any) -> None:
+        """Run one connection from accept to close; never raises."""
+        peer = str(client_address[0])
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(ACSE_TIMEOUT)
+        if self._ssl is not None:
+            try:
+                sock = self._ssl.wrap_socket(sock, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                event(log, "association.refused", 30, peer=peer, reason=f"tls ({type(exc).__name__})")
+                return
+        link = Link(sock)
+        with self._lock:
+            self._open[link] = False
+            self._threads.add(threading.current_thread())
+        try:
+            self._associate_and_serve(link, peer)
+        except ProtocolError as exc:
+            event(log, "association.aborted", 30, calling_aet=link.calling_aet, peer=peer, reason=str(exc))
+            link.abort(exc.reason)
+        except PeerClosed as exc:
+            with self._lock:
+                established = self._open.get(link, False)
+            if established:
+                event(
+                    log, "association.aborted", 30, calling_aet=link.calling_aet, peer=peer,
+                    reason=str(exc),
+                )
+        except Exception:  # a bug here must not take the server down
+            log.error("association.failed", exc_info=True, extra={"fields": {"peer": peer}})
+            link.abort()
+        finally:
+            with self._lock:
+                self._open.pop(link, None)
+                self._threads.discard(threading.current_thread())
+            link.shut()
+            sock.close()
+
+    def _associate_and_serve(self, link: Link, peer: str) -> None:
+        request, version = read_request(link, ACSE_TIMEOUT)
+        calling = link.calling_aet = request.calling_ae_title.strip()
+        with self._lock:
+            admitted = sum(self._open.values()) < self.settings.max_associations
+            rejection = check_request(request, version, self.terms, admitted)
+            if rejection is None:
+                self._open[link] = True
+        if rejection is not None:
+            reject(link, request, rejection)
+            event(log, "association.rejected", 30, calling_aet=calling, peer=peer, reason=rejection.why)
+            return
+        accepted = accept(link, request, self.terms)
         event(
-            log, "association.accepted", calling_aet=a.requestor.ae_title.strip(),
-            peer=a.requestor.address, thread=threading.current_thread().name,
+            log, "association.accepted", calling_aet=calling, peer=peer,
+            contexts=len(accepted.contexts), thread=threading.current_thread().name,
         )
+        how = serve_messages(link, accepted, self.terms, self._on_request, self.settings.network_timeout)
+        event(log, f"association.{how}", calling_aet=calling, peer=peer)
 
-    def _on_rejected(self, event_: evt.Event) -> None:
-        a = event_.assoc
-        event(
-            log, "association.rejected", 30, calling_aet=a.requestor.ae_title.strip(),
-            peer=a.requestor.address,
+    def _on_request(self, accepted: Accepted, request: Request) -> tuple[int, str]:
+        """The status and error comment answering one request."""
+        command = request.command
+        if command.field == C_ECHO_RQ:
+            event(log, "echo", calling_aet=accepted.calling_aet)
+            return 0x0000, ""
+        if not any(request.fragments):
+            return int(StoreStatus.CANNOT_UNDERSTAND), "C-STORE-RQ without a data set"
+        header = part10_header(
+            command.sop_class_uid,
+            command.sop_instance_uid,
+            str(request.context.transfer_syntax[0]),
+            accepted.calling_aet,
         )
-
-    def _on_closed(self, event_: evt.Event, how: str) -> None:
-        a = event_.assoc
-        event(log, f"association.{how}", calling_aet=a.requestor.ae_title.strip(), peer=a.requestor.address)
+        result = self.store.store(
+            b"".join((header, *request.fragments)),
+            calling_aet=accepted.calling_aet or None,
+            affected_sop_class=command.sop_class_uid or None,
+            affected_sop_instance=command.sop_instance_uid or None,
+        )
+        return int(result.status), result.comment

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom import dcmread
-from pydicom.filereader import data_element_generator
+from pydicom.filereader import data_element_generator, read_preamble
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from sqlalchemy import Engine
@@ -70,8 +70,83 @@ class Identifiers:
     modality: str | None
 
 
+_WANTED = {
+    0x0020000D: "StudyInstanceUID",
+    0x0020000E: "SeriesInstanceUID",
+    0x00080018: "SOPInstanceUID",
+    0x00080016: "SOPClassUID",
+    0x00080060: "Modality",
+}
+
+
 def read_identifiers(raw: bytes) -> Identifiers:
-    """Parse a Part 10 byte stream far enough to know it is whole and what it is."""
+    """Parse a Part 10 byte stream far enough to know it is whole and what it is.
+
+    A stream with a well-formed file meta group is walked once, element by element, which is
+    what lets the receiver keep pace with a PACS; anything unusual (deflated, a private transfer
+    syntax, a file meta group without its length) is read by ``dcmread`` instead.
+    """
+    fp = BytesIO(raw)
+    try:
+        read_preamble(fp, False)
+        meta = {
+            int(elem.tag): elem.value
+            for elem in data_element_generator(fp, False, True, stop_when=_past_file_meta)
+        }
+    except Exception as exc:  # pydicom raises many types for bad input
+        raise UnreadableDataset(f"not a decodable DICOM Part 10 stream ({type(exc).__name__})") from None
+    syntax = UID(_text(meta.get(0x00020010)))
+    group_length = meta.get(0x00020000)
+    if (
+        syntax == DeflatedExplicitVRLittleEndian
+        or not syntax.is_transfer_syntax
+        or not isinstance(group_length, bytes)
+        or len(group_length) != 4
+        or fp.tell() != PREAMBLE_AND_PREFIX + GROUP_LENGTH_ELEMENT + int.from_bytes(group_length, "little")
+    ):
+        return _read_identifiers_with_dcmread(raw)
+    values: dict[str, str] = {}
+    try:
+        for elem in data_element_generator(
+            fp, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=256
+        ):
+            if elem.length != UNDEFINED_LENGTH and elem.value_tell + elem.length > len(raw):
+                raise UnreadableDataset(f"data set is truncated inside element {elem.tag}")
+            keyword = _WANTED.get(int(elem.tag))
+            if keyword is not None:
+                values[keyword] = _text(elem.value)
+    except UnreadableDataset:
+        raise
+    except Exception as exc:
+        raise UnreadableDataset(f"data set is malformed or truncated ({type(exc).__name__})") from None
+    for keyword in REQUIRED_UIDS:
+        value = values.get(keyword, "")
+        if not value:
+            raise UnreadableDataset(f"{keyword} is missing or empty")
+        if not UID(value).is_valid:
+            raise UnreadableDataset(f"{keyword} is not a valid UID")
+    return Identifiers(
+        values["StudyInstanceUID"],
+        values["SeriesInstanceUID"],
+        values["SOPInstanceUID"],
+        values["SOPClassUID"],
+        str(syntax),
+        values.get("Modality", "")[:16] or None,
+    )
+
+
+def _past_file_meta(tag: int, vr: str | None, length: int) -> bool:
+    return tag >> 16 != 0x0002
+
+
+def _text(value: object) -> str:
+    """A string element's raw bytes as text, without its padding (None if deferred: too long)."""
+    if not isinstance(value, bytes):
+        return ""
+    return value.decode("ascii", "replace").strip(" \x00")
+
+
+def _read_identifiers_with_dcmread(raw: bytes) -> Identifiers:
     try:
         ds = dcmread(BytesIO(raw), defer_size=256)
     except Exception as exc:  # pydicom raises many types for bad input
