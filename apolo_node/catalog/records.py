@@ -48,17 +48,17 @@ def record_instance(
     engine: Engine,
     rec: InstanceRecord,
     now: dt.datetime | None = None,
-    before_insert: Callable[[], object] | None = None,
+    before_commit: Callable[[], object] | None = None,
 ) -> bool:
     """Catalogue one instance; True if new, False if that SOP Instance UID was already there.
 
-    ``before_insert`` runs inside the transaction, once the instance is known to be new and
-    before its row is written (the receiver puts the file in place there, so a row never
-    exists without its file); if it raises, nothing is written.
+    ``before_commit`` runs inside the transaction, once the instance is known to be new and its
+    rows are written but not yet committed (the receiver puts the file in place there, so a
+    committed row never lacks its file); if it raises, nothing is written.
     """
     for attempt in range(3):
         try:
-            return _record_once(engine, rec, now or utcnow(), before_insert)
+            return _record_once(engine, rec, now or utcnow(), before_commit)
         except IntegrityError:
             # A concurrent writer made the study/series row, or the same instance, first.
             if instance_exists(engine, rec.sop_instance_uid):
@@ -93,13 +93,11 @@ def _record_once(
     engine: Engine,
     rec: InstanceRecord,
     now: dt.datetime,
-    before_insert: Callable[[], object] | None,
+    before_commit: Callable[[], object] | None,
 ) -> bool:
     with engine.begin() as conn:
         if conn.execute(_FIND_INSTANCE, {"sop": rec.sop_instance_uid}).first():
             return False
-        if before_insert is not None:
-            before_insert()
         study = conn.execute(_FIND_STUDY, {"uid": rec.study_uid}).first()
         if study is None:
             study_id = conn.execute(
@@ -143,6 +141,8 @@ def _record_once(
                 .where(and_(Job.study_id == study_id, Job.state == JobState.PENDING.value))
                 .values(state=JobState.CANCELLED.value, error="study re-opened", updated_at=now)
             )
+        if before_commit is not None:
+            before_commit()
     return True
 
 

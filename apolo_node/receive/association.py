@@ -70,7 +70,11 @@ class ProtocolError(Exception):
 
 
 class PeerClosed(Exception):
-    """The connection ended (closed, reset or silent too long) outside a release."""
+    """The connection ended (closed or reset) outside a release."""
+
+
+class Silence(PeerClosed):
+    """The peer sent nothing for the timeout; an association is then aborted (PS3.8 9.1.5)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ class Link:
                     raise PeerClosed("connection closed by the peer")
                 got += read
         except (TimeoutError, socket.timeout):
-            raise PeerClosed("network timeout") from None
+            raise Silence("network timeout") from None
         except OSError as exc:
             raise PeerClosed(f"connection lost ({type(exc).__name__})") from None
         return buf

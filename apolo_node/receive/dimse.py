@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 
 from pydicom.uid import generate_uid
-
-from apolo_node import __version__
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
@@ -26,7 +25,10 @@ _US = struct.Struct("<H")
 
 #: Identifies this software in the A-ASSOCIATE-AC and in the file meta of what it receives.
 IMPLEMENTATION_CLASS_UID = generate_uid(entropy_srcs=["apolo-node implementation class"])
-IMPLEMENTATION_VERSION_NAME = f"APOLO_{__version__}"[:16]
+try:
+    IMPLEMENTATION_VERSION_NAME = f"APOLO_{version('apolo-node')}"[:16]
+except PackageNotFoundError:  # run from a checkout that was never installed
+    IMPLEMENTATION_VERSION_NAME = "APOLO"
 
 
 class MalformedCommand(ValueError):

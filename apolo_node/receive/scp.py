@@ -35,6 +35,7 @@ from apolo_node.receive.association import (
     PeerClosed,
     ProtocolError,
     Request,
+    Silence,
     Terms,
     accept,
     check_request,
@@ -213,6 +214,8 @@ class StorageSCP:
                     log, "association.aborted", 30, calling_aet=link.calling_aet, peer=peer,
                     reason=str(exc),
                 )
+                if isinstance(exc, Silence):
+                    link.abort()
         except Exception:  # a bug here must not take the server down
             log.error("association.failed", exc_info=True, extra={"fields": {"peer": peer}})
             link.abort()

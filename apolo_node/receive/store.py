@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import enum
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.filereader import data_element_generator, read_preamble
@@ -213,6 +215,7 @@ class InstanceStore:
         self.spool = spool
         self.engine = engine
         self.mapper = mapper
+        self._stager = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool-stage")
 
     def store(
         self,
@@ -273,10 +276,9 @@ class InstanceStore:
             )
         study, sop = self.mapper(ids.study_uid), self.mapper(ids.sop_instance_uid)
         relative = self.spool.relative_path(study, sop)
-        try:
-            staged = self.spool.stage(raw)
-        except OSError as exc:
-            return StoreResult(StoreStatus.OUT_OF_RESOURCES, _spool_failed(exc), study, sop)
+        # The file is written and fsynced on another thread while this one runs the catalog's
+        # statements; the transaction waits for it, puts it in place, and only then commits.
+        staging = self._stager.submit(self.spool.stage, raw)
         record = InstanceRecord(
             study_uid=study,
             series_uid=self.mapper(ids.series_uid),
@@ -293,16 +295,16 @@ class InstanceStore:
         def place() -> None:
             nonlocal placed
             if not placed:  # a retried transaction must not move it twice
-                self.spool.place(staged, relative)
+                self.spool.place(staging.result(), relative)
                 placed = True
 
         try:
-            new = record_instance(self.engine, record, before_insert=place)
-        except OSError as exc:  # placing the file failed: the transaction wrote nothing
-            self.spool.discard(staged)
+            new = record_instance(self.engine, record, before_commit=place)
+        except OSError as exc:  # staging or placing the file failed: the transaction wrote nothing
+            self._discard(staging)
             return StoreResult(StoreStatus.OUT_OF_RESOURCES, _spool_failed(exc), study, sop)
         except Exception as exc:
-            self.spool.discard(staged)
+            self._discard(staging)
             if placed:
                 self._forget(relative, sop)
             return StoreResult(
@@ -312,8 +314,16 @@ class InstanceStore:
                 sop,
             )
         if not placed:
-            self.spool.discard(staged)  # already held: kept once, counted once
+            self._discard(staging)  # already held: kept once, counted once
         return StoreResult(StoreStatus.SUCCESS, "", study, sop, duplicate=not new)
+
+    def _discard(self, staging: Future[Path]) -> None:
+        """Remove a staged file once its writing is over (a failed write removed its own)."""
+        try:
+            staged = staging.result()
+        except OSError:
+            return
+        self.spool.discard(staged)
 
     def _forget(self, relative: str, sop: str) -> None:
         """Remove a spooled file whose row could not be written, unless another writer's row owns it."""
