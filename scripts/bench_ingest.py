@@ -5,7 +5,9 @@ Receivers, in interleaved rounds (the order rotates each round):
 
 - ``storescp``: dcmtk ``storescp -od DIR`` (writes files, no fsync);
 - ``orthanc``: Orthanc with fresh storage each round (fsync, MD5, SQLite index);
-- ``apolo``: ``apolo-node db upgrade`` then ``apolo-node serve`` on a fresh spool each round.
+- ``apolo``: ``apolo-node db upgrade`` then ``apolo-node serve`` on a fresh spool each round
+  (the whole node: its own upper layer, the fsynced spool, the SQLite catalog, the workers),
+  logging at ``--log-level`` (INFO by default, one line per instance, as the node runs).
 
 dcmtk programs and Orthanc run with ``TCP_NODELAY=1`` (see /work/shared/notes/
 dicom-network-facts.md). Each send is timed by the wall clock of storescu, and after each send
@@ -127,7 +129,7 @@ def apolo_executable() -> str:
 
 
 @contextlib.contextmanager
-def run_apolo(workdir: Path, logs: Path) -> Iterator[Receiver]:
+def run_apolo(workdir: Path, logs: Path, log_level: str) -> Iterator[Receiver]:
     spool = workdir / "spool"
     port = free_port()
     env = dict(os.environ)
@@ -138,7 +140,7 @@ def run_apolo(workdir: Path, logs: Path) -> Iterator[Receiver]:
             "APOLO_RECEIVE__PORT": str(port),
             "APOLO_RECEIVE__AE_TITLE": "APOLO",
             "APOLO_DEID__KEY": secrets.token_hex(16),
-            "APOLO_LOG__LEVEL": "WARNING",
+            "APOLO_LOG__LEVEL": log_level,
         }
     )
     exe = apolo_executable()
@@ -170,12 +172,14 @@ def run_apolo(workdir: Path, logs: Path) -> Iterator[Receiver]:
 # the run
 
 
-def send_once(name: str, files: list[Path], workdir: Path, logs: Path) -> tuple[float | None, int, str]:
+def send_once(
+    name: str, files: list[Path], workdir: Path, logs: Path, log_level: str = "INFO"
+) -> tuple[float | None, int, str]:
     """Start receiver ``name``, send the study, count what it kept: (seconds, files kept, note)."""
     starters = {
         "storescp": lambda: run_storescp(workdir),
         "orthanc": lambda: run_orthanc(workdir),
-        "apolo": lambda: run_apolo(workdir, logs),
+        "apolo": lambda: run_apolo(workdir, logs, log_level),
     }
     try:
         with starters[name]() as receiver:
@@ -219,6 +223,8 @@ def print_header(args: argparse.Namespace, receivers: list[str]) -> None:
     if "apolo" in receivers:
         print(f"apolo-node: {apolo_executable()}")
     print(f"TCP_NODELAY=1 for dcmtk and Orthanc; rounds {args.rounds}; receivers {', '.join(receivers)}")
+    if "apolo" in receivers:
+        print(f"apolo-node log level: {args.log_level}")
 
 
 def median(values: list[float]) -> float | None:
@@ -236,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(RECEIVERS), help="comma list of " + ",".join(RECEIVERS))
     parser.add_argument("--slices", type=int, default=500, help="instances in the study (default 500)")
     parser.add_argument("--size", type=int, default=512, help="rows and columns (default 512)")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"],
+        help="apolo-node's [log] level (default INFO, the node's own default: one line per instance)",
+    )
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     args = parser.parse_args(argv)
 
@@ -264,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             order = receivers[shift:] + receivers[:shift]
             for name in order:
                 workdir = work / f"round{rnd}" / name
-                seconds, kept, note = send_once(name, files, workdir, logs)
+                seconds, kept, note = send_once(name, files, workdir, logs, args.log_level)
                 rate = len(files) / seconds if seconds else None
                 rates[name].append(rate)
                 if name == "apolo":

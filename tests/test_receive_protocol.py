@@ -8,6 +8,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
@@ -30,6 +31,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 from sqlalchemy import func, select
 
 from apolo_node.catalog.models import Instance
+from apolo_node.catalog.records import list_studies
 from apolo_node.config import Config
 from apolo_node.receive.dimse import (
     IMPLEMENTATION_CLASS_UID,
@@ -40,7 +42,7 @@ from apolo_node.receive.dimse import (
 )
 from tests.conftest import make_config
 from tests.nodes import running_node
-from tests.peers import echoscu
+from tests.peers import echoscu, storescu
 from tests.synthetic import write_study
 
 pytestmark = pytest.mark.usefixtures("need_dcmtk")
@@ -313,3 +315,15 @@ def test_a_silent_association_is_dropped_after_the_network_timeout(tmp_path: Pat
         started = time.monotonic()
         expect_abort(sock)
         assert 0.5 < time.monotonic() - started < 8
+
+
+def test_associations_in_parallel_each_store_their_study(node_cfg: Config, tmp_path: Path) -> None:
+    studies = [write_study(tmp_path / f"in{n}", series=2, per_series=4) for n in range(3)]
+    with running_node(node_cfg) as node:
+        with ThreadPoolExecutor(3) as pool:
+            runs = list(
+                pool.map(lambda s: storescu(s.files, node_cfg.receive.port, calling_aet="PACS", check=False), studies)
+            )
+        assert [r.returncode for r in runs] == [0, 0, 0], [r.stdout[-300:] for r in runs]
+        assert catalogued(node) == 24
+        assert sorted(s.instances for s in list_studies(node.engine)) == [8, 8, 8]
