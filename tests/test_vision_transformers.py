@@ -239,6 +239,24 @@ def test_the_prompt_sent_is_the_chat_template_with_our_prompt_and_the_context(
     assert short.startswith(tokenizer.pad_token) and inputs["attention_mask"][1][0] == 0
 
 
+def test_with_torchvision_a_folder_without_a_video_processor_loads_video_free(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen on a GPU machine, where torchvision is installed: the stock Qwen-VL processor asks
+    for a video processor our folders do not hold. The backend falls back to the video-free one."""
+    import transformers
+
+    monkeypatch.setattr(tb, "_has_torchvision", lambda: True)
+    with pytest.raises(OSError):
+        transformers.AutoProcessor.from_pretrained(str(tiny_model))
+    config = transformers.AutoConfig.from_pretrained(str(tiny_model))
+    processor = tb._load_processor(str(tiny_model), config, transformers)
+    assert type(processor).__module__ == tb.__name__
+    assert processor(text=["<|image_pad|>"], images=[Image.new("RGB", (128, 128))])["image_grid_thw"].tolist() == [
+        [1, 8, 8]
+    ]
+
+
 def test_the_algorithm_is_the_folder_name_and_the_config_hash_on_every_load(
     backend: tb.TransformersBackend, tiny_model: Path
 ) -> None:

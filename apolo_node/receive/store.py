@@ -15,8 +15,8 @@ from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.filereader import data_element_generator, read_preamble
 from pydicom.dataset import Dataset
+from pydicom.filereader import data_element_generator, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from sqlalchemy import Engine
 

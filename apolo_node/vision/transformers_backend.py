@@ -138,9 +138,20 @@ def _load_processor(model: str, config: Any, transformers: Any) -> Any:
     """
     name = QWEN_VL_PROCESSORS.get(getattr(config, "model_type", ""))
     if name and not _has_torchvision():
-        _register_video_free_processors(transformers)
-        return video_free_processor(getattr(transformers, name)).from_pretrained(model)
-    return transformers.AutoProcessor.from_pretrained(model)
+        return _video_free(name, model, transformers)
+    try:
+        return transformers.AutoProcessor.from_pretrained(model)
+    except OSError:
+        # A Qwen-VL folder saved without a video processor (as a video-free one saves itself):
+        # with torchvision installed the stock class asks for one; we never send video.
+        if not name:
+            raise
+        return _video_free(name, model, transformers)
+
+
+def _video_free(name: str, model: str, transformers: Any) -> Any:
+    _register_video_free_processors(transformers)
+    return video_free_processor(getattr(transformers, name)).from_pretrained(model)
 
 
 def algorithm_for(model: str, config: Any) -> Algorithm:
