@@ -3,9 +3,33 @@ fsync the folder. Shared by the spool, the vault and ``apolo-node deid``."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 from pathlib import Path
+
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def _sync_file_range() -> object | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux: fsync alone does the work
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing these bytes to disk now, without waiting (Linux's
+    ``sync_file_range``), so that the fsync which must follow has less left to wait for.
+    Only a hint: durability still comes from the fsync."""
+    if _SYNC_FILE_RANGE is not None and length > 0:
+        _SYNC_FILE_RANGE(fd, offset, length, SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]
 
 
 def fsync_dir(path: Path) -> None:

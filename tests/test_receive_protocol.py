@@ -4,6 +4,7 @@ pynetdicom and pydicom, not by the code under test."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -33,6 +34,7 @@ from sqlalchemy import func, select
 from apolo_node.catalog.models import Instance
 from apolo_node.catalog.records import list_studies
 from apolo_node.config import Config
+from apolo_node.pseudonym import UIDMapper
 from apolo_node.receive.dimse import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -40,8 +42,10 @@ from apolo_node.receive.dimse import (
     encode_response,
     part10_header,
 )
+from apolo_node.receive.spool import Spool
+from apolo_node.receive.store import InstanceStore
 from tests.conftest import make_config
-from tests.nodes import running_node
+from tests.nodes import running_node, upgraded_engine
 from tests.peers import echoscu, storescu
 from tests.synthetic import write_study
 
@@ -327,3 +331,30 @@ def test_associations_in_parallel_each_store_their_study(node_cfg: Config, tmp_p
         assert [r.returncode for r in runs] == [0, 0, 0], [r.stdout[-300:] for r in runs]
         assert catalogued(node) == 24
         assert sorted(s.instances for s in list_studies(node.engine)) == [8, 8, 8]
+
+
+def test_a_staging_file_that_hits_a_full_disk_is_refused_and_leaves_nothing(cfg: Config, tmp_path: Path) -> None:
+    """The data set is written to tmp/ as it arrives; here its writes fail with ENOSPC (the file's
+    descriptor is pointed at /dev/full), the answer is 0xA700, and no file or row is left."""
+    study = write_study(tmp_path / "in", series=1, per_series=1)
+    raw = study.files[0].read_bytes()
+    engine = upgraded_engine(cfg)
+    spool = Spool(cfg.spool_root)
+    store = InstanceStore(spool, engine, UIDMapper(cfg.deid.key.encode()))
+    staged = spool.open_staging()
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, staged._fd)  # type: ignore[arg-type]
+    os.close(full)
+    staged.write(memoryview(raw)[:1000])
+    staged.write(memoryview(raw)[1000:])
+    result = store.store(raw, staged=staged)
+    assert result.status == 0xA700 and "ENOSPC" not in result.comment and "errno 28" in result.comment
+    assert spool.incoming_files() == [] and list(spool.tmp.iterdir()) == []
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count(Instance.id))).scalar_one() == 0
+    # The same bytes through a healthy staging file are stored.
+    staged = spool.open_staging()
+    staged.write(memoryview(raw))
+    assert store.store(raw, staged=staged).ok
+    assert len(spool.incoming_files()) == 1 and list(spool.tmp.iterdir()) == []
+    engine.dispose()

@@ -19,8 +19,8 @@ import enum
 import socket
 import struct
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
@@ -111,9 +111,25 @@ class Request:
     command: Command
     context: PresentationContext
     fragments: list[memoryview] = field(default_factory=list)
+    prefix: bytes = b""  # what the service puts before the data set (a file meta header)
+    sink: DataSink | None = None  # where the service wants the fragments written as they come
 
 
-Handler = Callable[[Accepted, Request], tuple[int, str]]
+class DataSink(Protocol):
+    """Takes a data set's fragments as they arrive; dropped if the message never completes."""
+
+    def write(self, data: memoryview) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class Service(Protocol):
+    """What the association asks of the application: told when a data set is about to come
+    (so it can set ``request.sink``), and asked for the status answering each complete request."""
+
+    def begin(self, accepted: Accepted, request: Request) -> None: ...
+
+    def answer(self, accepted: Accepted, request: Request) -> tuple[int, str]: ...
 
 
 class Link:
@@ -273,12 +289,34 @@ def accept(link: Link, request: A_ASSOCIATE, terms: Terms) -> Accepted:
 
 
 def serve_messages(
-    link: Link, accepted: Accepted, terms: Terms, handler: Handler, network_timeout: float
+    link: Link, accepted: Accepted, terms: Terms, service: Service, network_timeout: float
 ) -> str:
     """Take requests until the peer releases ("released") or aborts ("aborted").
 
     Raises ``ProtocolError`` (the caller aborts) or ``PeerClosed`` (nothing left to tell).
+    A message left unfinished has its sink discarded.
     """
+    state = _Messages()
+    try:
+        return _serve(link, accepted, terms, service, network_timeout, state)
+    finally:
+        if state.pending is not None and state.pending.sink is not None:
+            state.pending.sink.discard()
+
+
+@dataclass
+class _Messages:
+    pending: Request | None = None
+
+
+def _serve(
+    link: Link,
+    accepted: Accepted,
+    terms: Terms,
+    service: Service,
+    network_timeout: float,
+    state: _Messages,
+) -> str:
     link.sock.settimeout(network_timeout)
     limit = terms.max_pdu or UNLIMITED_PDU_CAP
     command_bytes = bytearray()
@@ -324,15 +362,20 @@ def serve_messages(
                     )
                 pending = Request(command, context)
                 if command.has_data_set:
+                    state.pending = pending
+                    service.begin(accepted, pending)
                     continue
             else:  # a data set fragment
                 if pending is None or command_bytes or pending.context.context_id != context_id:
                     raise ProtocolError("data set fragment without its command", Abort.UNEXPECTED_PDU)
                 pending.fragments.append(fragment)
+                if pending.sink is not None:
+                    pending.sink.write(fragment)
                 if not last:
                     continue
             request, pending = pending, None
-            status, comment = handler(accepted, request)
+            status, comment = service.answer(accepted, request)
+            state.pending = None
             for pdu in p_data(
                 context_id,
                 encode_response(request.command, status, comment),

@@ -44,6 +44,7 @@ from apolo_node.receive.association import (
     serve_messages,
 )
 from apolo_node.receive.dimse import C_ECHO_RQ, part10_header
+from apolo_node.receive.spool import StagingFile
 from apolo_node.receive.store import InstanceStore, StoreStatus
 
 log = get_logger("receive")
@@ -243,27 +244,45 @@ class StorageSCP:
             log, "association.accepted", calling_aet=calling, peer=peer,
             contexts=len(accepted.contexts), thread=threading.current_thread().name,
         )
-        how = serve_messages(link, accepted, self.terms, self._on_request, self.settings.network_timeout)
+        how = serve_messages(link, accepted, self.terms, self, self.settings.network_timeout)
         event(log, f"association.{how}", calling_aet=calling, peer=peer)
 
-    def _on_request(self, accepted: Accepted, request: Request) -> tuple[int, str]:
-        """The status and error comment answering one request."""
+    # -- the service: what each request gets --
+
+    def begin(self, accepted: Accepted, request: Request) -> None:
+        """A C-STORE's data set is coming: stage it as it arrives, behind its file meta."""
         command = request.command
         if command.field == C_ECHO_RQ:
-            event(log, "echo", calling_aet=accepted.calling_aet)
-            return 0x0000, ""
-        if not any(request.fragments):
-            return int(StoreStatus.CANNOT_UNDERSTAND), "C-STORE-RQ without a data set"
-        header = part10_header(
+            return
+        request.prefix = part10_header(
             command.sop_class_uid,
             command.sop_instance_uid,
             str(request.context.transfer_syntax[0]),
             accepted.calling_aet,
         )
+        try:
+            sink = self.store.spool.open_staging()
+        except OSError:
+            return  # the store stages it the ordinary way, and answers 0xA700 if that fails too
+        sink.write(memoryview(request.prefix))
+        request.sink = sink
+
+    def answer(self, accepted: Accepted, request: Request) -> tuple[int, str]:
+        """The status and error comment answering one complete request."""
+        command = request.command
+        if command.field == C_ECHO_RQ:
+            event(log, "echo", calling_aet=accepted.calling_aet)
+            return 0x0000, ""
+        sink, request.sink = request.sink, None
+        if not any(request.fragments):
+            if sink is not None:
+                sink.discard()
+            return int(StoreStatus.CANNOT_UNDERSTAND), "C-STORE-RQ without a data set"
         result = self.store.store(
-            b"".join((header, *request.fragments)),
+            b"".join((request.prefix, *request.fragments)),
             calling_aet=accepted.calling_aet or None,
             affected_sop_class=command.sop_class_uid or None,
             affected_sop_instance=command.sop_instance_uid or None,
+            staged=sink if isinstance(sink, StagingFile) else None,
         )
         return int(result.status), result.comment

@@ -9,14 +9,71 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from pathlib import Path
 
-from apolo_node.durable import fsync_dir, write_file
+from apolo_node.durable import fsync_dir, start_writeback, write_file
 
 INCOMING = "incoming"
 CLEAN = "clean"
 QUARANTINE = "quarantine"
 TMP = "tmp"
+
+
+class StagingFile:
+    """A file in ``tmp/`` written piece by piece as a data set arrives, its writeback started as
+    it goes, so that the fsync after the last piece waits for little more than the journal.
+
+    A write that fails (disk full) is remembered and the pieces after it are dropped; ``finish``
+    raises it. ``discard`` may be called at any time, also after ``finish``, and more than once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._offset = 0
+        self._error: OSError | None = None
+        self._lock = threading.Lock()  # finish (on the stager thread) and discard never interleave
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._fd is None or self._error is not None:
+            return
+        view = memoryview(data)
+        start = self._offset
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self._offset += written
+            start_writeback(self._fd, start, self._offset - start)
+        except OSError as exc:
+            self._error = exc
+
+    def finish(self) -> Path:
+        """Fsync and close; the file is whole on disk, or this raises and nothing is left."""
+        with self._lock:
+            try:
+                if self._error is not None:
+                    raise self._error
+                if self._fd is None:
+                    raise FileNotFoundError(f"staging file {self.path.name} was discarded")
+                os.fsync(self._fd)
+                self._close()
+            except BaseException:
+                self._close()
+                self.path.unlink(missing_ok=True)
+                raise
+        return self.path
+
+    def discard(self) -> None:
+        with self._lock:
+            self._close()
+            self.path.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 class Spool:
@@ -50,6 +107,10 @@ class Spool:
         tmp = self.tmp / f"{secrets.token_hex(8)}.part"
         write_file(tmp, data)
         return tmp
+
+    def open_staging(self) -> StagingFile:
+        """A new file in ``tmp/`` to write a data set into as it arrives (see ``StagingFile``)."""
+        return StagingFile(self.tmp / f"{secrets.token_hex(8)}.part")
 
     def place(self, staged: Path, relative: str) -> Path:
         """Rename a staged file to ``relative`` and fsync its folder: from here it survives a crash."""

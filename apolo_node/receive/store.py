@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from apolo_node.catalog.records import InstanceRecord, instance_exists, record_instance
 from apolo_node.logs import event, get_logger
 from apolo_node.pseudonym import UIDMapper
-from apolo_node.receive.spool import Spool
+from apolo_node.receive.spool import Spool, StagingFile
 
 log = get_logger("receive")
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -224,10 +224,15 @@ class InstanceStore:
         calling_aet: str | None = None,
         affected_sop_class: str | None = None,
         affected_sop_instance: str | None = None,
+        staged: StagingFile | None = None,
     ) -> StoreResult:
-        """Store one Part 10 byte stream; never raises."""
+        """Store one Part 10 byte stream; never raises.
+
+        ``staged``, if given, already holds ``raw`` (written as it arrived, not yet fsynced): it
+        is finished and put in place instead of writing the bytes again. It is consumed either way.
+        """
         try:
-            result = self._store(raw, calling_aet, affected_sop_class, affected_sop_instance)
+            result = self._store(raw, calling_aet, affected_sop_class, affected_sop_instance, staged)
         except Exception as exc:  # the network loop must never see an exception
             log.error(
                 "instance.failed",
@@ -237,6 +242,9 @@ class InstanceStore:
             result = StoreResult(
                 StoreStatus.OUT_OF_RESOURCES, f"internal error ({type(exc).__name__})"
             )
+        finally:
+            if staged is not None:
+                staged.discard()  # a no-op once it is in place
         level = logging.INFO if result.ok else logging.WARNING
         event(
             log,
@@ -259,6 +267,7 @@ class InstanceStore:
         calling_aet: str | None,
         affected_sop_class: str | None,
         affected_sop_instance: str | None,
+        staged: StagingFile | None,
     ) -> StoreResult:
         try:
             ids = read_identifiers(raw)
@@ -278,7 +287,11 @@ class InstanceStore:
         relative = self.spool.relative_path(study, sop)
         # The file is written and fsynced on another thread while this one runs the catalog's
         # statements; the transaction waits for it, puts it in place, and only then commits.
-        staging = self._stager.submit(self.spool.stage, raw)
+        staging = (
+            self._stager.submit(staged.finish)
+            if staged is not None
+            else self._stager.submit(self.spool.stage, raw)
+        )
         record = InstanceRecord(
             study_uid=study,
             series_uid=self.mapper(ids.series_uid),
