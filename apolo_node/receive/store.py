@@ -215,7 +215,7 @@ class InstanceStore:
         self.spool = spool
         self.engine = engine
         self.mapper = mapper
-        self._stager = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool-stage")
+        self._stager = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-stage")
 
     def store(
         self,
