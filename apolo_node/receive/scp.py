@@ -69,6 +69,7 @@ class AssociationServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
+    request_queue_size = 64  # a PACS may open many associations at once
 
     def __init__(self, address: tuple[str, int], scp: StorageSCP) -> None:
         if ":" in address[0]:
