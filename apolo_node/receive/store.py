@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import data_element_generator, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
@@ -108,25 +110,12 @@ def read_identifiers(raw: bytes) -> Identifiers:
     ):
         return _read_identifiers_with_dcmread(raw)
     values: dict[str, str] = {}
-    try:
-        for elem in data_element_generator(
-            fp, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=256
-        ):
-            if elem.length != UNDEFINED_LENGTH and elem.value_tell + elem.length > len(raw):
-                raise UnreadableDataset(f"data set is truncated inside element {elem.tag}")
-            keyword = _WANTED.get(int(elem.tag))
-            if keyword is not None:
-                values[keyword] = _text(elem.value)
-    except UnreadableDataset:
-        raise
-    except Exception as exc:
-        raise UnreadableDataset(f"data set is malformed or truncated ({type(exc).__name__})") from None
+    for elem in _top_level_elements(fp, syntax, len(raw)):
+        keyword = _WANTED.get(int(elem.tag))
+        if keyword is not None:
+            values[keyword] = _text(elem.value)
     for keyword in REQUIRED_UIDS:
-        value = values.get(keyword, "")
-        if not value:
-            raise UnreadableDataset(f"{keyword} is missing or empty")
-        if not UID(value).is_valid:
-            raise UnreadableDataset(f"{keyword} is not a valid UID")
+        _require_uid(keyword, values.get(keyword, ""))
     return Identifiers(
         values["StudyInstanceUID"],
         values["SeriesInstanceUID"],
@@ -135,6 +124,28 @@ def read_identifiers(raw: bytes) -> Identifiers:
         str(syntax),
         values.get("Modality", "")[:16] or None,
     )
+
+
+def _top_level_elements(fp: BytesIO, syntax: UID, size: int) -> Iterator[RawDataElement | DataElement]:
+    """The data set's top-level elements from ``fp`` on, each checked to lie inside the stream."""
+    try:
+        for elem in data_element_generator(
+            fp, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=256
+        ):
+            if elem.length != UNDEFINED_LENGTH and elem.value_tell + elem.length > size:
+                raise UnreadableDataset(f"data set is truncated inside element {elem.tag}")
+            yield elem
+    except UnreadableDataset:
+        raise
+    except Exception as exc:
+        raise UnreadableDataset(f"data set is malformed or truncated ({type(exc).__name__})") from None
+
+
+def _require_uid(keyword: str, value: str) -> None:
+    if not value:
+        raise UnreadableDataset(f"{keyword} is missing or empty")
+    if not UID(value).is_valid:
+        raise UnreadableDataset(f"{keyword} is not a valid UID")
 
 
 def _past_file_meta(tag: int, vr: str | None, length: int) -> bool:
@@ -160,10 +171,7 @@ def _read_identifiers_with_dcmread(raw: bytes) -> Identifiers:
             value = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
         except Exception:
             raise UnreadableDataset(f"{keyword} cannot be decoded") from None
-        if not value:
-            raise UnreadableDataset(f"{keyword} is missing or empty")
-        if not UID(value).is_valid:
-            raise UnreadableDataset(f"{keyword} is not a valid UID")
+        _require_uid(keyword, value)
         values[keyword] = value
     meta = getattr(ds, "file_meta", None)
     syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
@@ -192,16 +200,8 @@ def _check_complete(ds: Dataset, raw: bytes) -> None:
         return
     fp = BytesIO(raw)
     fp.seek(PREAMBLE_AND_PREFIX + GROUP_LENGTH_ELEMENT + int(group_length))
-    try:
-        for elem in data_element_generator(
-            fp, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=256
-        ):
-            if elem.length != UNDEFINED_LENGTH and elem.value_tell + elem.length > len(raw):
-                raise UnreadableDataset(f"data set is truncated inside element {elem.tag}")
-    except UnreadableDataset:
-        raise
-    except Exception as exc:
-        raise UnreadableDataset(f"data set is malformed or truncated ({type(exc).__name__})") from None
+    for _ in _top_level_elements(fp, syntax, len(raw)):
+        pass
 
 
 def _spool_failed(exc: OSError) -> str:
