@@ -296,90 +296,71 @@ def serve_messages(
     Raises ``ProtocolError`` (the caller aborts) or ``PeerClosed`` (nothing left to tell).
     A message left unfinished has its sink discarded.
     """
-    state = _Messages()
-    try:
-        return _serve(link, accepted, terms, service, network_timeout, state)
-    finally:
-        if state.pending is not None and state.pending.sink is not None:
-            state.pending.sink.discard()
-
-
-@dataclass
-class _Messages:
-    pending: Request | None = None
-
-
-def _serve(
-    link: Link,
-    accepted: Accepted,
-    terms: Terms,
-    service: Service,
-    network_timeout: float,
-    state: _Messages,
-) -> str:
     link.sock.settimeout(network_timeout)
     limit = terms.max_pdu or UNLIMITED_PDU_CAP
     command_bytes = bytearray()
     pending: Request | None = None
-    while True:
-        kind, _, body = link.read_pdu(limit)
-        if kind == A_RELEASE_RQ:
-            if pending is not None or command_bytes:
-                raise ProtocolError("A-RELEASE-RQ inside a message", Abort.UNEXPECTED_PDU)
-            link.send(RELEASE_RP)
-            return "released"
-        if kind == A_ABORT:
-            return "aborted"
-        if kind != P_DATA_TF:
-            raise ProtocolError(f"PDU of type {kind:#04x} during the association", Abort.UNEXPECTED_PDU)
-        offset, end = 0, len(body)
-        while offset < end:
-            if offset + 6 > end:
-                raise ProtocolError("P-DATA-TF ends inside a PDV header")
-            length, context_id, control = _PDV.unpack_from(body, offset)
-            if length < 2 or offset + 4 + length > end:
-                raise ProtocolError("PDV length does not fit its P-DATA-TF")
-            fragment = memoryview(body)[offset + 6 : offset + 4 + length]
-            offset += 4 + length
-            context = accepted.contexts.get(context_id)
-            if context is None:
-                raise ProtocolError(f"PDV on presentation context {context_id}, which was not accepted")
-            last = bool(control & 2)
-            if control & 1:  # a command fragment
-                if pending is not None:
-                    raise ProtocolError("a command began before the last data set ended", Abort.UNEXPECTED_PDU)
-                command_bytes += fragment
-                if not last:
-                    continue
-                try:
-                    command = decode_command(command_bytes)
-                except MalformedCommand as exc:
-                    raise ProtocolError(str(exc)) from None
-                command_bytes = bytearray()
-                if command.field not in (C_STORE_RQ, C_ECHO_RQ):
-                    raise ProtocolError(
-                        f"DIMSE command {command.field:#06x} is not served here", Abort.UNEXPECTED_PDU
-                    )
-                pending = Request(command, context)
-                if command.has_data_set:
-                    state.pending = pending
-                    service.begin(accepted, pending)
-                    continue
-            else:  # a data set fragment
-                if pending is None or command_bytes or pending.context.context_id != context_id:
-                    raise ProtocolError("data set fragment without its command", Abort.UNEXPECTED_PDU)
-                pending.fragments.append(fragment)
-                if pending.sink is not None:
-                    pending.sink.write(fragment)
-                if not last:
-                    continue
-            request, pending = pending, None
-            status, comment = service.answer(accepted, request)
-            state.pending = None
-            for pdu in p_data(
-                context_id,
-                encode_response(request.command, status, comment),
-                command=True,
-                max_pdu=accepted.peer_max_pdu,
-            ):
-                link.send(pdu)
+    try:
+        while True:
+            kind, _, body = link.read_pdu(limit)
+            if kind == A_RELEASE_RQ:
+                if pending is not None or command_bytes:
+                    raise ProtocolError("A-RELEASE-RQ inside a message", Abort.UNEXPECTED_PDU)
+                link.send(RELEASE_RP)
+                return "released"
+            if kind == A_ABORT:
+                return "aborted"
+            if kind != P_DATA_TF:
+                raise ProtocolError(f"PDU of type {kind:#04x} during the association", Abort.UNEXPECTED_PDU)
+            offset, end = 0, len(body)
+            while offset < end:
+                if offset + 6 > end:
+                    raise ProtocolError("P-DATA-TF ends inside a PDV header")
+                length, context_id, control = _PDV.unpack_from(body, offset)
+                if length < 2 or offset + 4 + length > end:
+                    raise ProtocolError("PDV length does not fit its P-DATA-TF")
+                fragment = memoryview(body)[offset + 6 : offset + 4 + length]
+                offset += 4 + length
+                context = accepted.contexts.get(context_id)
+                if context is None:
+                    raise ProtocolError(f"PDV on presentation context {context_id}, which was not accepted")
+                last = bool(control & 2)
+                if control & 1:  # a command fragment
+                    if pending is not None:
+                        raise ProtocolError("a command began before the last data set ended", Abort.UNEXPECTED_PDU)
+                    command_bytes += fragment
+                    if not last:
+                        continue
+                    try:
+                        command = decode_command(command_bytes)
+                    except MalformedCommand as exc:
+                        raise ProtocolError(str(exc)) from None
+                    command_bytes = bytearray()
+                    if command.field not in (C_STORE_RQ, C_ECHO_RQ):
+                        raise ProtocolError(
+                            f"DIMSE command {command.field:#06x} is not served here", Abort.UNEXPECTED_PDU
+                        )
+                    pending = Request(command, context)
+                    if command.has_data_set:
+                        service.begin(accepted, pending)
+                        continue
+                else:  # a data set fragment
+                    if pending is None or command_bytes or pending.context.context_id != context_id:
+                        raise ProtocolError("data set fragment without its command", Abort.UNEXPECTED_PDU)
+                    pending.fragments.append(fragment)
+                    if pending.sink is not None:
+                        pending.sink.write(fragment)
+                    if not last:
+                        continue
+                status, comment = service.answer(accepted, pending)
+                request, pending = pending, None  # after the answer: a failing one still has its sink discarded
+                for pdu in p_data(
+                    context_id,
+                    encode_response(request.command, status, comment),
+                    command=True,
+                    max_pdu=accepted.peer_max_pdu,
+                ):
+                    link.send(pdu)
+    finally:
+        if pending is not None and pending.sink is not None:
+            pending.sink.discard()

@@ -21,7 +21,7 @@ import socketserver
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext, build_context
@@ -284,6 +284,6 @@ class StorageSCP:
             calling_aet=accepted.calling_aet or None,
             affected_sop_class=command.sop_class_uid or None,
             affected_sop_instance=command.sop_instance_uid or None,
-            staged=sink if isinstance(sink, StagingFile) else None,
+            staged=cast("StagingFile | None", sink),  # begin() set it, or nothing
         )
         return int(result.status), result.comment
