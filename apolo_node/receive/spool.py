@@ -12,7 +12,7 @@ import secrets
 import threading
 from pathlib import Path
 
-from apolo_node.durable import fsync_dir, start_writeback, write_file
+from apolo_node.durable import fsync_dir, start_writeback
 
 INCOMING = "incoming"
 CLEAN = "clean"
@@ -104,9 +104,9 @@ class Spool:
 
     def stage(self, data: bytes) -> Path:
         """Write ``data`` to a new file in ``tmp/`` and fsync it; the caller places or discards it."""
-        tmp = self.tmp / f"{secrets.token_hex(8)}.part"
-        write_file(tmp, data)
-        return tmp
+        staging = self.open_staging()
+        staging.write(data)
+        return staging.finish()
 
     def open_staging(self) -> StagingFile:
         """A new file in ``tmp/`` to write a data set into as it arrives (see ``StagingFile``)."""
