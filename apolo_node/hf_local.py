@@ -8,6 +8,8 @@ until asked.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 INSTALL_HINT = "pip install 'apolo-node[ml]' (torch==2.13.0, the CPU wheel will do, and transformers 5)"
@@ -30,6 +32,29 @@ def ml_problem(what: str) -> str | None:
     if not major.isdigit() or int(major) < 5:
         return f"{what} needs transformers 5, found {transformers.__version__}: {INSTALL_HINT}"
     return None
+
+
+@contextmanager
+def progress_bars_off() -> Iterator[None]:
+    """Load without transformers' progress bars (our logs are JSON lines, not bars), then put
+    them back as they were."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def torch_dtype(torch: Any, dtype: str) -> Any:
+    """A ``dtype`` setting (one of DTYPES) as ``from_pretrained`` takes it."""
+    return dtype if dtype == "auto" else getattr(torch, dtype)
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

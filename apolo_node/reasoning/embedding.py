@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from apolo_node.hf_local import progress_bars_off
 from apolo_node.logs import event, get_logger
 
 log = get_logger("reasoning.embedding")
@@ -39,17 +40,8 @@ def available() -> str | None:
 
 def _quietly(load: Any) -> Any:
     """Run ``load`` without transformers' progress bars: our logs are JSON lines, not bars."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - sentence-transformers requires transformers
+    with progress_bars_off():
         return load()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        return load()
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 class Embedder:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from apolo_node.config import ReasoningSettings
+from apolo_node.openai_http import ChatClient, ChatServerError
 from apolo_node.reasoning import prompts
 from apolo_node.reasoning.backend import Answer, Answerer, AnswerFailed
-from apolo_node.openai_http import ChatClient, ChatServerError
 from apolo_node.reasoning.citations import resolve, split_trace
 from apolo_node.reasoning.evidence import Evidence
 

@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 
 from apolo_node.config import ReasoningSettings
-from apolo_node.hf_local import DTYPES, first_line, ml_problem, resolve_device
+from apolo_node.hf_local import (
+    DTYPES,
+    first_line,
+    ml_problem,
+    progress_bars_off,
+    resolve_device,
+    torch_dtype,
+)
 from apolo_node.logs import event, get_logger
 from apolo_node.reasoning import prompts
 from apolo_node.reasoning.backend import Answer, Answerer, ReasoningUnavailable
@@ -63,21 +70,17 @@ class TransformersAnswerer(Answerer):
             )
         source = str(path) if looks_local else model
         started = time.perf_counter()
-        bars = transformers.utils.logging.is_progress_bar_enabled()
-        transformers.utils.logging.disable_progress_bar()  # our logs are JSON lines, not bars
         try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(
-                source, dtype=dtype if dtype == "auto" else getattr(torch, dtype)
-            )
+            with progress_bars_off():
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+                self.model = transformers.AutoModelForCausalLM.from_pretrained(
+                    source, dtype=torch_dtype(torch, dtype)
+                )
         except Exception as exc:  # noqa: BLE001 - any load failure: one clean line naming the setting
             raise ReasoningUnavailable(
                 f"[reasoning] model {model!r} could not be loaded as a causal language model "
                 f"(a hub id, offline only if already in the cache, or a local folder): {first_line(exc)}"
             ) from None
-        finally:
-            if bars:
-                transformers.utils.logging.enable_progress_bar()
         if not getattr(self.tokenizer, "chat_template", None):
             raise ReasoningUnavailable(
                 f"[reasoning] model {model!r} has no chat template: use an instruction-tuned (chat) model"

@@ -24,7 +24,14 @@ from typing import Any
 
 from apolo_node.config import VisionSettings
 from apolo_node.findings import Algorithm
-from apolo_node.hf_local import DTYPES, first_line, ml_problem, resolve_device
+from apolo_node.hf_local import (
+    DTYPES,
+    first_line,
+    ml_problem,
+    progress_bars_off,
+    resolve_device,
+    torch_dtype,
+)
 from apolo_node.imaging import ModelImage
 from apolo_node.logs import event, get_logger
 from apolo_node.vision import grounding, prompts
@@ -204,23 +211,19 @@ class TransformersBackend(VisionBackend):
                 "folder holding config.json; a hub id looks like 'org/name')"
             )
         source = str(folder) if folder is not None else model
-        bars = transformers.utils.logging.is_progress_bar_enabled()
-        transformers.utils.logging.disable_progress_bar()  # our logs are JSON lines, not bars
         try:
-            config = transformers.AutoConfig.from_pretrained(source)
-            self.processor = _load_processor(source, config, transformers)
-            self.model = transformers.AutoModelForImageTextToText.from_pretrained(
-                source, config=config, dtype=dtype if dtype == "auto" else getattr(torch, dtype)
-            )
-            self.algorithm = algorithm_for(source, self.model.config)
+            with progress_bars_off():
+                config = transformers.AutoConfig.from_pretrained(source)
+                self.processor = _load_processor(source, config, transformers)
+                self.model = transformers.AutoModelForImageTextToText.from_pretrained(
+                    source, config=config, dtype=torch_dtype(torch, dtype)
+                )
+                self.algorithm = algorithm_for(source, self.model.config)
         except Exception as exc:  # noqa: BLE001 - any load failure: one clean line naming the setting
             raise BackendUnavailable(
                 f"[vision] model {model!r} could not be loaded as an image-text-to-text model "
                 f"(a hub id, offline only if already in the cache, or a local folder): {first_line(exc)}"
             ) from None
-        finally:
-            if bars:
-                transformers.utils.logging.enable_progress_bar()
         if not hasattr(self.processor, "image_processor"):
             raise BackendUnavailable(
                 f"[vision] model {model!r} has no image processor (its processor loaded as "
