@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "apolo_node"
 # side to name files and rows) and `findings` (findings as data, shared by vision, sr, the
 # catalog and reasoning, so that none of them imports another) and `openai_http` (the HTTP and
 # retry half of the OpenAI-compatible backends of vision and reasoning) and `hf_local` (what
-# their transformers backends share: the ml extra check, the device, a loading error's line).
+# their transformers backends share: the ml extra check, the device, a loading error's line)
+# and `plugins` (how both build the backend the configuration names).
 ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "logs": set(),
@@ -23,13 +24,14 @@ ALLOWED: dict[str, set[str]] = {
     "findings": set(),
     "openai_http": set(),
     "hf_local": set(),
+    "plugins": set(),
     "catalog": {"config", "logs", "findings"},
     "receive": {"config", "catalog", "logs", "pseudonym", "durable"},
     "deid": {"config", "catalog", "logs", "pseudonym", "durable"},
     "imaging": set(),
-    "vision": {"config", "imaging", "logs", "findings", "openai_http", "hf_local"},
+    "vision": {"config", "imaging", "logs", "findings", "openai_http", "hf_local", "plugins"},
     "sr": {"findings"},
-    "reasoning": {"config", "catalog", "logs", "findings", "openai_http", "hf_local"},
+    "reasoning": {"config", "catalog", "logs", "findings", "openai_http", "hf_local", "plugins"},
     "send": {"config", "catalog", "logs", "deid.vault", "pseudonym", "durable"},
     "pipeline": {"*"},
     "cli": {"*"},

@@ -6,9 +6,8 @@ answerers import their heavy libraries only when chosen.
 
 from __future__ import annotations
 
-import importlib
-
 from apolo_node.config import REASONING_BACKENDS, ReasoningSettings
+from apolo_node.plugins import build_plugin
 from apolo_node.reasoning.backend import Answerer, ReasoningUnavailable
 
 _MODULES = {  # backend name: (module, class)
@@ -23,14 +22,7 @@ def make_answerer(settings: ReasoningSettings) -> Answerer:
         from apolo_node.reasoning.extractive import ExtractiveAnswerer
 
         return ExtractiveAnswerer()
-    if settings.backend not in _MODULES:
-        raise ReasoningUnavailable(
-            f"[reasoning] backend {settings.backend!r} is unknown; choose {', '.join(REASONING_BACKENDS)}"
-        )
-    module_name, class_name = _MODULES[settings.backend]
-    module = importlib.import_module(module_name)
-    missing = module.available()
-    if missing:
-        raise ReasoningUnavailable(f"[reasoning] backend {settings.backend!r} cannot run here: {missing}")
-    answerer: Answerer = getattr(module, class_name).from_settings(settings)
+    answerer: Answerer = build_plugin(
+        "reasoning", settings, _MODULES, REASONING_BACKENDS, ReasoningUnavailable
+    )
     return answerer

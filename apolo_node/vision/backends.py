@@ -6,9 +6,8 @@ backends import their heavy libraries only when chosen.
 
 from __future__ import annotations
 
-import importlib
-
-from apolo_node.config import VisionSettings
+from apolo_node.config import VISION_BACKENDS, VisionSettings
+from apolo_node.plugins import build_plugin
 from apolo_node.vision.backend import BackendUnavailable, VisionBackend
 
 _MODULES = {  # backend name: (module, class)
@@ -23,14 +22,7 @@ def make_backend(settings: VisionSettings) -> VisionBackend:
         from apolo_node.vision.baseline import BaselineBackend
 
         return BaselineBackend()
-    if settings.backend not in _MODULES:
-        raise BackendUnavailable(
-            f"[vision] backend {settings.backend!r} is unknown; choose baseline, transformers or openai"
-        )
-    module_name, class_name = _MODULES[settings.backend]
-    module = importlib.import_module(module_name)
-    missing = module.available()
-    if missing:
-        raise BackendUnavailable(f"[vision] backend {settings.backend!r} cannot run here: {missing}")
-    backend: VisionBackend = getattr(module, class_name).from_settings(settings)
+    backend: VisionBackend = build_plugin(
+        "vision", settings, _MODULES, VISION_BACKENDS, BackendUnavailable
+    )
     return backend
