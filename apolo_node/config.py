@@ -72,6 +72,27 @@ class ReceiveSettings:
     drain_timeout: float = setting(
         30.0, "on SIGTERM, seconds to let associations in flight finish before aborting them"
     )
+    check_called_aet: bool = setting(
+        True, "refuse associations whose called AE title is not ae_title (A-ASSOCIATE-RJ)"
+    )
+    artim_timeout: float = setting(
+        30.0, "seconds a new connection has to send a whole A-ASSOCIATE-RQ (PS3.8 ARTIM)"
+    )
+    request_timeout: float = setting(
+        600.0, "seconds one DIMSE message, command and data set, may take from first to last PDU"
+    )
+    max_pending: int = setting(
+        64, "connections accepted but not yet associated, at once; more are closed at accept"
+    )
+    max_per_address: int = setting(
+        16, "connections at once from one source address, associated or not; more are closed"
+    )
+    max_instance_size: int = setting(
+        4_294_967_296, "largest data set we take, in bytes (inflated, for deflate); larger gets 0xA700"
+    )
+    max_depth: int = setting(
+        32, "deepest sequence nesting we take (items inside items); deeper gets 0xC000"
+    )
 
 
 @dataclass(frozen=True)
@@ -94,6 +115,12 @@ class DeidSettings:
         "",
         "Fernet key that encrypts the vault of originals, needed when [send] enabled. "
         "Give it by APOLO_DEID__VAULT_KEY, never in a committed file",
+    )
+    max_depth: int = setting(
+        32, "deepest sequence nesting de-identified; a deeper instance is quarantined, not retried"
+    )
+    instance_timeout: float = setting(
+        120.0, "seconds of work allowed per instance (header, pixels, OCR); past it, quarantined"
     )
 
 
@@ -301,6 +328,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"[receive] ae_title must be 1-16 characters, got {r.ae_title!r}")
     if r.stable_after <= 0:
         raise ConfigError(f"[receive] stable_after must be > 0 seconds, got {r.stable_after}")
+    for key in ("artim_timeout", "request_timeout"):
+        if getattr(r, key) <= 0:
+            raise ConfigError(f"[receive] {key} must be > 0 seconds, got {getattr(r, key)}")
+    for key in ("max_pending", "max_per_address", "max_instance_size", "max_depth"):
+        if getattr(r, key) < 1:
+            raise ConfigError(f"[receive] {key} must be >= 1, got {getattr(r, key)}")
+    if cfg.deid.max_depth < 1 or cfg.deid.instance_timeout <= 0:
+        raise ConfigError(
+            f"[deid] max_depth must be >= 1 and instance_timeout > 0 seconds, "
+            f"got {cfg.deid.max_depth}, {cfg.deid.instance_timeout}"
+        )
     if r.max_associations < 1:
         raise ConfigError(f"[receive] max_associations must be >= 1, got {r.max_associations}")
     if bool(r.tls_cert) != bool(r.tls_key):
