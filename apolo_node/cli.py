@@ -35,6 +35,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the catalog database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+quarantine_app = typer.Typer(
+    help="Review what could not be de-identified: list, show, release, purge.", no_args_is_help=True
+)
+app.add_typer(quarantine_app, name="quarantine")
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -46,6 +50,10 @@ class BadInput(Exception):
 
 class NotYet(Exception):
     """What was asked for does not exist yet (exit 1): a study not yet reported."""
+
+
+class Failed(Exception):
+    """The command could not do its work (exit 1); the message says why, without PHI."""
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,7 +69,7 @@ def clean_errors(fn: F) -> F:
         except (ConfigError, BadInput, FileNotFoundError) as exc:
             typer.echo(f"apolo-node: error: {exc}", err=True)
             raise typer.Exit(EXIT_USAGE) from None
-        except (SchemaError, BackendUnavailable, NotYet) as exc:
+        except (SchemaError, BackendUnavailable, NotYet, Failed) as exc:
             typer.echo(f"apolo-node: error: {exc}", err=True)
             raise typer.Exit(EXIT_FAILED) from None
         except typer.Exit:
@@ -460,6 +468,149 @@ def _print_answer(result: Any) -> None:
         notes.append(retrieved.note)
     for note in notes:
         console.print(f"note: {escape(note)}")
+
+
+def _quarantine_context(config: Path | None) -> tuple[Config, Any]:
+    cfg = load_config(config)
+    engine = engine_for(cfg)
+    try:
+        require_head(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return cfg, engine
+
+
+def _quarantine_rows(rows: list[Any], json_out: bool, title: str) -> None:
+    if json_out:
+        typer.echo(json.dumps([r.as_json() for r in rows], indent=2))
+        return
+    table = Table(title=title)
+    table.add_column("instance (pseudonym; its study: show)", no_wrap=True)  # whole, to copy
+    for col in ("modality", "quarantined", "state", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        when = r.quarantined_at.strftime("%Y-%m-%d %H:%M:%S") if r.quarantined_at else "-"
+        table.add_row(r.sop_instance_uid, r.modality or "-", when, r.state, r.reason)
+    Console(width=max(160, Console().width)).print(table)
+
+
+@quarantine_app.command("list")
+@clean_errors
+def quarantine_list(
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+    study: Annotated[
+        str | None, typer.Option(help="only this study (pseudonymous UID)", show_default=False)
+    ] = None,
+    purged: Annotated[bool, typer.Option("--purged", help="list purged instances too")] = False,
+) -> None:
+    """Quarantined instances with their reasons (element paths and rules, never values)."""
+    from apolo_node.catalog.quarantine import list_quarantined
+
+    _, engine = _quarantine_context(config)
+    try:
+        rows = list_quarantined(engine, study_uid=study, purged=purged)
+    finally:
+        engine.dispose()
+    _quarantine_rows(rows, json_out, f"{len(rows)} quarantined instances")
+
+
+@quarantine_app.command("show")
+@clean_errors
+def quarantine_show(
+    instance: Annotated[str, typer.Argument(help="pseudonymous SOP Instance UID", show_default=False)],
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """One quarantined instance: why, where in the data set, since when."""
+    from apolo_node.catalog.quarantine import quarantined_instance
+
+    _, engine = _quarantine_context(config)
+    try:
+        row = quarantined_instance(engine, instance)
+    finally:
+        engine.dispose()
+    if row is None or row.state not in ("quarantined", "purged"):
+        raise BadInput(f"instance {instance} is not quarantined (see apolo-node quarantine list)")
+    if json_out:
+        typer.echo(json.dumps(row.as_json(), indent=2))
+        return
+    for key, value in row.as_json().items():
+        typer.echo(f"{key}: {value if value is not None else '-'}")
+
+
+@quarantine_app.command("release")
+@clean_errors
+def quarantine_release(
+    instances: Annotated[list[str], typer.Argument(help="pseudonymous SOP Instance UIDs", show_default=False)],
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """After review: de-identify these again, with the same verifier (audited)."""
+    from apolo_node.deid.quarantine import Quarantine, QuarantineError
+    from apolo_node.pipeline.quarantine import NotQuarantined, find, release
+    from apolo_node.reasoning.ask import os_user
+    from apolo_node.receive.spool import Spool
+
+    cfg, engine = _quarantine_context(config)
+    try:
+        for uid in instances:  # every name checked before anything moves
+            try:
+                find(engine, uid)
+            except NotQuarantined as exc:
+                raise BadInput(str(exc)) from None
+        box, spool, actor = Quarantine.from_config(cfg), Spool(cfg.spool_root), os_user()
+        released = [release(engine, spool, box, uid, actor) for uid in instances]
+    except (QuarantineError, NotQuarantined) as exc:
+        raise Failed(str(exc)) from None
+    finally:
+        engine.dispose()
+    if json_out:
+        typer.echo(json.dumps({"released": [r.sop_instance_uid for r in released]}))
+        return
+    for r in released:
+        typer.echo(f"released {r.sop_instance_uid}: queued for de-identification (study {r.study_uid})")
+
+
+@quarantine_app.command("purge")
+@clean_errors
+def quarantine_purge(
+    instances: Annotated[
+        list[str] | None, typer.Argument(help="pseudonymous SOP Instance UIDs", show_default=False)
+    ] = None,
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+    expired: Annotated[
+        bool, typer.Option("--expired", help="every instance past [deid] quarantine_days")
+    ] = False,
+) -> None:
+    """Delete quarantined originals for good (the catalog rows stay, marked purged; audited)."""
+    from apolo_node.deid.quarantine import Quarantine, QuarantineError
+    from apolo_node.pipeline.quarantine import NotQuarantined, find, purge
+    from apolo_node.pipeline.quarantine import expired as expired_rows
+    from apolo_node.reasoning.ask import os_user
+
+    if bool(instances) == expired:
+        raise BadInput("name the instances to purge, or give --expired (not both)")
+    cfg, engine = _quarantine_context(config)
+    try:
+        if expired:
+            rows, why = expired_rows(engine, cfg.deid.quarantine_days), "retention period"
+        else:
+            try:
+                rows, why = [find(engine, uid) for uid in instances or []], "operator"
+            except NotQuarantined as exc:
+                raise BadInput(str(exc)) from None
+        done = purge(engine, Quarantine.from_config(cfg), rows, actor=os_user(), why=why)
+    except QuarantineError as exc:
+        raise Failed(str(exc)) from None
+    finally:
+        engine.dispose()
+    if json_out:
+        typer.echo(json.dumps({"purged": done.sop_instance_uids}))
+    else:
+        typer.echo(f"purged {len(done.sop_instance_uids)} quarantined originals")
 
 
 def main() -> None:

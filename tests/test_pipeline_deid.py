@@ -53,7 +53,9 @@ def test_a_stable_study_is_cleaned_and_what_cannot_be_is_quarantined(
         }
     # Sending back is disabled: no original is kept but the quarantined one.
     assert list((cfg.spool_root / "incoming").rglob("*.dcm")) == []
-    assert len(list((cfg.spool_root / "quarantine").rglob("*.dcm"))) == 1
+    [kept] = [p for p in (cfg.spool_root / "quarantine").rglob("*") if p.is_file()]
+    assert kept.name.endswith(".dcm.enc")
+    assert marker.encode() not in kept.read_bytes(), "the quarantined original is encrypted"
 
 
 def test_a_late_instance_reopens_a_cleaned_study_and_only_it_is_cleaned(

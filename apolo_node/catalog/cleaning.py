@@ -59,7 +59,8 @@ def mark_quarantined(engine: Engine, instance_id: int, path: str, reason: str) -
     with engine.begin() as conn:
         conn.execute(
             update(Instance).where(Instance.id == instance_id).values(
-                state=InstanceState.QUARANTINED.value, path=path, reason=reason
+                state=InstanceState.QUARANTINED.value, path=path, reason=reason,
+                quarantined_at=utcnow(),
             )
         )
 

@@ -77,6 +77,7 @@ class InstanceState(str, enum.Enum):
     RECEIVED = "received"
     CLEAN = "clean"
     QUARANTINED = "quarantined"
+    PURGED = "purged"  # a quarantined original deleted by the operator or its retention period
 
 
 class JobState(str, enum.Enum):
@@ -138,6 +139,8 @@ class Instance(Base):
     )
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     clean_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # when it was quarantined: the retention period of quarantined originals counts from here
+    quarantined_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Job(Base):

@@ -2,12 +2,12 @@
 
 For each ``deidentify`` job: every instance still ``received`` is read from ``incoming/``,
 cleaned and verified (``deid.clean_instance``), written durably to ``clean/<study>/<series>/
-<sop>.dcm`` and marked clean; one that cannot be read, cleaned or verified is moved to
-``quarantine/<study>/<sop>.dcm`` and marked quarantined with a reason that holds no PHI. It
-never reaches ``clean/``. With sending back enabled the originals' UIDs and Patient/Study
-module go to the encrypted vault first; either way the incoming file of a cleaned instance is
-then deleted, so no readable original is kept. The study ends ``deidentified`` (with a reason when some
-instances were quarantined) or ``quarantined``.
+<sop>.dcm`` and marked clean; one that cannot be read, cleaned or verified is encrypted into
+``quarantine/<study>/<sop>.dcm.enc`` (``pipeline.quarantine``) and marked quarantined with a
+reason that holds no PHI. It never reaches ``clean/``. With sending back enabled the originals'
+UIDs and Patient/Study module go to the encrypted vault first; either way the incoming file of
+a cleaned instance is then deleted, so no readable original is kept. The study ends
+``deidentified`` (with a reason when some instances were quarantined) or ``quarantined``.
 """
 
 from __future__ import annotations
@@ -25,17 +25,18 @@ from apolo_node.catalog import jobs
 from apolo_node.catalog.cleaning import (
     fail_study,
     mark_clean,
-    mark_quarantined,
     pending_instances,
     settle_study,
 )
 from apolo_node.catalog.records import DEIDENTIFY
 from apolo_node.config import Config
 from apolo_node.deid import Deidentifier, DeidError, clean_instance
+from apolo_node.deid.quarantine import Quarantine
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
 from apolo_node.pipeline import workers
-from apolo_node.receive.spool import CLEAN, QUARANTINE, Spool
+from apolo_node.pipeline.quarantine import quarantine_instance
+from apolo_node.receive.spool import CLEAN, Spool
 
 log = get_logger("deid")
 HEARTBEAT_EVERY = 20  # instances
@@ -97,9 +98,10 @@ def deidentify_study(
                 result = clean_instance(ds, deidentifier)
         except DeidError as exc:
             reason = str(exc)
-            target = f"{QUARANTINE}/{job.study_uid}/{inst.sop_instance_uid}.dcm"
-            spool.move(inst.path, target)
-            mark_quarantined(engine, inst.id, target, reason)
+            quarantine_instance(
+                engine, spool, Quarantine.from_config(cfg), inst.id, job.study_uid,
+                inst.sop_instance_uid, inst.path, reason,
+            )
             quarantined += 1
             event(
                 log, "instance.quarantined", 30, study_uid=job.study_uid,

@@ -1,5 +1,6 @@
 """The running node: the SCP, the stable-study watcher, the de-identification and vision
-workers, the sender when results go back to the PACS, and a clean stop on SIGTERM.
+workers, the sender when results go back to the PACS, the quarantine's retention period, and a
+clean stop on SIGTERM.
 
 Start-up checks before listening: the catalog is at the newest schema, the spool is writable,
 scraps of unacknowledged instances are cleared, and whole spooled files with no catalog row
@@ -16,12 +17,13 @@ from sqlalchemy import Engine, select
 
 from apolo_node.catalog.engine import engine_for
 from apolo_node.catalog.migrate import require_head
-from apolo_node.catalog.models import Instance
+from apolo_node.catalog.models import Instance, InstanceState, Study
 from apolo_node.config import Config
 from apolo_node.deid import Deidentifier
+from apolo_node.deid.quarantine import Quarantine
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
-from apolo_node.pipeline import deidentify, describe, sender
+from apolo_node.pipeline import deidentify, describe, quarantine, sender
 from apolo_node.pseudonym import mapper
 from apolo_node.receive import stable
 from apolo_node.receive.scp import StorageSCP
@@ -38,12 +40,26 @@ def reconcile_spool(spool: Spool, engine: Engine, store: InstanceStore) -> tuple
     A file in incoming/ is whole (it was fsynced before its rename), so one without a row was
     written just before a crash or a power loss: it is catalogued now, through the same store
     path as the network (it may also come again from the PACS: kept once, counted once).
+    An original whose instance is already cleaned or quarantined (a crash after its row moved on,
+    before its clear copy was deleted) is deleted now: no readable original outlives its work.
     """
     scraps = spool.clear_tmp()
     with engine.connect() as conn:
-        known = set(conn.execute(select(Instance.path)).scalars())
+        rows = conn.execute(
+            select(Instance.path, Instance.state, Study.study_uid, Instance.sop_instance_uid)
+            .join(Study, Study.id == Instance.study_id)
+        ).all()
         conn.rollback()
-    orphans = [p for p in spool.incoming_files() if p not in known]
+    known = {r.path for r in rows}
+    settled = {
+        spool.relative_path(r.study_uid, r.sop_instance_uid)
+        for r in rows if r.state != InstanceState.RECEIVED.value
+    }
+    incoming = spool.incoming_files()
+    for rel in incoming:
+        if rel in settled:
+            spool.remove(rel)
+    orphans = [p for p in incoming if p not in known and p not in settled]
     for rel in orphans:
         result = store.store((spool.root / rel).read_bytes(), calling_aet=None)
         if not result.ok or spool.relative_path(result.study_uid or "", result.sop_instance_uid or "") != rel:
@@ -89,7 +105,13 @@ class Node:
             name="vision-worker",
             daemon=True,
         )
-        workers = [watcher, cleaner, describer]
+        retention = threading.Thread(
+            target=quarantine.watch_retention,
+            args=(self.cfg, self.engine, Quarantine.from_config(self.cfg), self._stop),
+            name="quarantine-retention",
+            daemon=True,
+        )
+        workers = [watcher, cleaner, describer, retention]
         if self.vault is not None:  # [send] enabled: results go back to the PACS
             workers.append(threading.Thread(
                 target=sender.watch,
