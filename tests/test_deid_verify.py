@@ -93,3 +93,188 @@ def test_pixel_data_is_not_searched():
     ds.PixelData = bytes(pixels)
     deid = Deidentifier(KEY, DEFAULTS)
     verify_deidentified(ds, deid(ds), deid.profile)
+
+
+# -- every rule with a planted leak it must catch and a coincidence it must let through -------
+
+from apolo_node.deid.dates import shift_da, shift_days  # noqa: E402
+from apolo_node.deid.patient import patient_key  # noqa: E402
+
+LEAK = PHILeakError
+
+
+def patient(name: str, **values: object) -> tuple[Dataset, Deidentifier, Dataset]:
+    """An original CT slice for ``name`` with ``values`` set, our de-identifier and its output."""
+    ds = original(new_marker())
+    ds.PatientName = name
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    deid = Deidentifier(KEY, DEFAULTS)
+    return ds, deid, deid(ds)
+
+
+def test_mary_inside_primary_passes_a_value_mary_is_caught():
+    ds, deid, out = patient("Smith^Mary")
+    assert "PRIMARY" in out.ImageType
+    verify_deidentified(ds, out, deid.profile)
+    out.ImageType = ["ORIGINAL", "PRIMARY", "MARY"]
+    with pytest.raises(LEAK, match=r"PatientName\(0010,0010\).*at ImageType\(0008,0008\)") as err:
+        verify_deidentified(ds, out, deid.profile)
+    assert "MARY" not in str(err.value).upper()
+
+
+def test_ray_ali_inside_our_method_text_passes_in_a_mark_we_never_write_is_caught():
+    ds, deid, out = patient("Ray^Ali")
+    assert "Confidentiality" in out.DeidentificationMethod[0]
+    verify_deidentified(ds, out, deid.profile)
+    out.DeidentificationMethod = list(out.DeidentificationMethod) + ["reviewed by Ali"]
+    with pytest.raises(LEAK, match=r"at DeidentificationMethod\(0012,0063\)"):
+        verify_deidentified(ds, out, deid.profile)
+
+
+def test_bench_in_a_kept_manufacturer_passes_written_there_by_us_is_caught():
+    ds, deid, out = patient("Bench^Synthetic", Manufacturer="apolo-bench")
+    verify_deidentified(ds, out, deid.profile)
+    ds, deid, out = patient("Bench^Synthetic", Manufacturer="ACME")
+    out.Manufacturer = "apolo-bench"  # a kept place, but not the original's value
+    with pytest.raises(LEAK, match=r"PatientName\(0010,0010\).*at Manufacturer\(0008,0070\)"):
+        verify_deidentified(ds, out, deid.profile)
+
+
+def test_institution_inside_the_kept_manufacturer_passes_a_changed_manufacturer_is_caught():
+    ds, deid, out = patient("Doe^Jane", InstitutionName="Toshiba", Manufacturer="TOSHIBA_MEC")
+    verify_deidentified(ds, out, deid.profile)
+    ds, deid, out = patient("Doe^Jane", InstitutionName="Toshiba", Manufacturer="GE MEDICAL SYSTEMS")
+    out.Manufacturer = "TOSHIBA_MEC"
+    with pytest.raises(LEAK, match=r"InstitutionName\(0008,0080\).*at Manufacturer\(0008,0070\)"):
+        verify_deidentified(ds, out, deid.profile)
+
+
+@pytest.mark.parametrize("options", [DEFAULTS, ["retain_long_modified_dates"]])
+@pytest.mark.parametrize("keyword", ["ImageComments", "StudyDescription"])
+def test_a_name_in_free_text_is_caught_as_tokens_a_word_containing_it_is_not(options, keyword):
+    ds = original(new_marker())
+    ds.PatientName = "Smith^John^Lee"
+    deid = Deidentifier(KEY, options)
+    out = deid(ds)
+    setattr(out, keyword, "summary of johnson, smithfield and leeds")  # contains, never as a token
+    verify_deidentified(ds, out, deid.profile)
+    for text in ("seen by SMITH, JOHN", "dr lee", "SMITH01", "john."):
+        setattr(out, keyword, text)
+        with pytest.raises(LEAK, match=rf"PatientName\(0010,0010\).*at {keyword}"):
+            verify_deidentified(ds, out, deid.profile)
+
+
+def test_a_private_value_equal_to_a_kept_value_passes_copied_elsewhere_it_is_caught():
+    ds, deid, out = patient(
+        "Doe^Jane", ManufacturerModelName="LightSpeed Plus", SOPClassUID="1.2.840.10008.5.1.4.1.1.2"
+    )
+    ds.add_new(0x00090010, "LO", "GEMS_IDEN_01")
+    ds.add_new(0x00091004, "SH", "LightSpeed Plus")  # private: removed, but also the kept model
+    ds.add_new(0x00091101, "UI", "1.2.840.10008.5.1.4.1.1.2")  # a standard UID
+    out = deid(ds)
+    verify_deidentified(ds, out, deid.profile)
+    out.ImageComments = "LightSpeed Plus"
+    with pytest.raises(LEAK, match=r"private\(0009,1004\).*at ImageComments"):
+        verify_deidentified(ds, out, deid.profile)
+    out = deid(ds)
+    out.add_new(0x00110010, "LO", "ACME")
+    out.add_new(0x00111001, "LO", "for Jane Doe")  # a private element we would never write
+    with pytest.raises(LEAK, match=r"at private\(0011,1001\)"):
+        verify_deidentified(ds, out, deid.profile)
+
+
+def test_short_names_are_caught_in_text_and_pass_next_to_explicit_vr_codes():
+    ds, deid, out = patient("Lo^Li")
+    encoded = encode(out)
+    assert b"LO" in encoded  # the explicit VR of every LO element
+    verify_deidentified(ds, out, deid.profile, encoded)
+    out.ImageComments = "li"
+    with pytest.raises(LEAK, match=r"PatientName\(0010,0010\).*at ImageComments"):
+        verify_deidentified(ds, out, deid.profile)
+
+
+def test_a_name_in_the_preamble_or_file_meta_is_caught_a_word_containing_it_is_not():
+    ds, deid, out = patient("Smith^Mary")
+    encoded = bytearray(encode(out))
+    encoded[10:17] = b"PRIMARY"
+    verify_deidentified(ds, out, deid.profile, bytes(encoded))
+    encoded[10:17] = b"MARY  S"
+    with pytest.raises(LEAK, match="encoded output at byte 10"):
+        verify_deidentified(ds, out, deid.profile, bytes(encoded))
+    out.file_meta.ImplementationVersionName = "SMITH"
+    with pytest.raises(LEAK, match=r"at file meta\.ImplementationVersionName\(0002,0013\)"):
+        verify_deidentified(ds, out, deid.profile)
+    out = deid(ds)
+    utf8 = bytearray(encode(out))
+    utf8[20:27] = "Müller".encode("utf-8")  # not an element: only the byte search sees it
+    ds.PatientName = "Müller^Mary"
+    with pytest.raises(LEAK, match="encoded output at byte 20"):
+        verify_deidentified(ds, out, deid.profile, bytes(utf8))
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_a_shifted_date_equal_to_another_original_date_passes_an_unshifted_one_is_caught(given):
+    ds = original(new_marker())
+    days = shift_days(KEY, patient_key(ds))
+    ds.AcquisitionDate = shift_da(ds.StudyDate, days)  # our StudyDate will equal this original date
+    deid = Deidentifier(KEY, DEFAULTS)
+    out = deid(ds)
+    assert out.StudyDate == ds.AcquisitionDate
+    verify_deidentified(ds, out, deid.profile, days=days if given else None)
+    out.StudyDate = ds.StudyDate  # left unshifted
+    with pytest.raises(LEAK, match=r"StudyDate\(0008,0020\).*at StudyDate\(0008,0020\)"):
+        verify_deidentified(ds, out, deid.profile, days=days if given else None)
+    out = deid(ds)
+    out.AcquisitionDate = ds.AcquisitionDate  # a copy of the original, not our shift of it
+    with pytest.raises(LEAK, match=r"AcquisitionDate\(0008,0022\) in the original"):
+        verify_deidentified(ds, out, deid.profile, days=days if given else None)
+
+
+def test_an_id_inside_a_uid_is_caught_the_same_digits_inside_a_pseudonymous_uid_are_not():
+    ds, deid, out = patient("Doe^Jane", PatientID="12345678")
+    out.SeriesInstanceUID = "1.2.826.0.1.12345678.3"
+    with pytest.raises(LEAK, match=r"PatientID\(0010,0020\).*at SeriesInstanceUID"):
+        verify_deidentified(ds, out, deid.profile)
+    digits = deid(ds).StudyInstanceUID.split(".")[-1][5:17]
+    ds.PatientID = digits  # twelve digits that our pseudonymous Study Instance UID holds
+    out = deid(ds)
+    assert digits in out.StudyInstanceUID
+    verify_deidentified(ds, out, deid.profile)
+
+
+def nested(meaning: str) -> Dataset:
+    """A three-deep chain of kept code sequences ending in ``meaning``."""
+    deepest = Dataset()
+    deepest.CodeValue, deepest.CodingSchemeDesignator, deepest.CodeMeaning = "T-1", "SRT", meaning
+    middle = Dataset()
+    middle.AnatomicRegionModifierSequence = [deepest]
+    top = Dataset()
+    top.PrimaryAnatomicStructureSequence = [middle]
+    return top
+
+
+def test_a_name_three_deep_is_caught_a_kept_original_value_there_passes():
+    ds, deid, out = patient("Bench^Synthetic", AnatomicRegionSequence=[nested("Bench press region")])
+    verify_deidentified(ds, out, deid.profile)
+    ds, deid, out = patient("Bench^Synthetic", AnatomicRegionSequence=[nested("Head")])
+    out.AnatomicRegionSequence[0].PrimaryAnatomicStructureSequence[0].AnatomicRegionModifierSequence[
+        0
+    ].CodeMeaning = "Synthetic"
+    where = (
+        r"at AnatomicRegionSequence\(0008,2218\)\[0\]\.PrimaryAnatomicStructureSequence\(0008,2228\)"
+        r"\[0\]\.AnatomicRegionModifierSequence\(0008,2220\)\[0\]\.CodeMeaning\(0008,0104\)"
+    )
+    with pytest.raises(LEAK, match=where):
+        verify_deidentified(ds, out, deid.profile)
+
+
+def test_the_whole_name_or_id_inside_a_kept_original_value_is_caught_one_name_word_is_not():
+    ds, deid, out = patient("Synthetic^Bench", PositionReferenceIndicator="BENCH")
+    verify_deidentified(ds, out, deid.profile)  # one word of the name: the source's coincidence
+    ds, deid, out = patient("Synthetic^Bench", PositionReferenceIndicator="Synthetic, Bench")
+    with pytest.raises(LEAK, match=r"PatientName\(0010,0010\).*at PositionReferenceIndicator"):
+        verify_deidentified(ds, out, deid.profile)
+    ds, deid, out = patient("Doe^Jane", PatientID="MRN998877", PositionReferenceIndicator="MRN998877")
+    with pytest.raises(LEAK, match=r"PatientID\(0010,0020\).*at PositionReferenceIndicator"):
+        verify_deidentified(ds, out, deid.profile)

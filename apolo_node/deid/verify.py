@@ -1,25 +1,63 @@
 """Fail-closed check that no identifying value of the original survives de-identification.
 
 It collects every value of the original's PHI attributes (any element whose resolved action is
-not "keep", at any depth, private ones included) and looks for each in every element value of the
-output, at any depth, and in the encoded bytes outside Pixel Data (preamble and file meta too).
-Its error names the attribute and where it sits, never the value.
+not "keep", at any depth, private ones and file meta included) and looks for each, as whole
+tokens (:mod:`apolo_node.deid.tokens`), in every element value of the output at any depth and in
+the encoded bytes outside Pixel Data (preamble and file meta too). Its error names the attribute
+and where it sits, never the value. No setting turns it off.
+
+What is a leak, and what is only a coincidence (the rules, each tested both ways):
+
+* A leak is an identifying value of the original found as whole token(s) in an output value
+  that we wrote or changed, or in bytes that belong to no value (preamble, headers). "Mary" in
+  "PRIMARY" or "Ali" in "Confidentiality" is not a token match and never counts; "MARY" as a
+  value of Image Type, "Smith, John" or "SMITH01" in Image Comments does.
+* Our own values are not leaks, and each is recognised by its value, not only its place: the
+  de-identification marks (Patient Identity Removed, De-identification Method and its Code
+  Sequence, Longitudinal Temporal Information Modified) only when they hold exactly what we
+  write; the patient pseudonyms only in their ``ANON`` form; a date at a shifted place only when
+  it equals the original date at that same place moved by the patient's shift (``days``; when the
+  caller does not give it, it is inferred from the file and accepted only if every shifted
+  element agrees on one shift within the allowed range). So a shifted date that happens to equal
+  another original date passes, and an original date left unshifted is caught. Pseudonymous
+  UIDs (``2.25.`` and 39 digits) need no exemption: digit-bounded matching cannot find an
+  original value inside them, and an ID planted inside a UID is still caught.
+* A value the profile keeps by design (action K) that the output holds exactly as the original
+  held it at the same place is the original's own kept value, not something our actions put
+  there: "Toshiba" (Institution Name) inside Manufacturer "TOSHIBA_MEC", a private value equal
+  to Manufacturer Model Name, a Study Description equal to Position Reference Indicator, a name
+  that is also a coding scheme. A match only inside such values is a coincidence of the source.
+  The same value at a kept place where the original held something else (our bug copied it
+  there) is a leak.
+* Except for the patient's strongest identifiers: a whole Patient's Name of two or more
+  components (also Other Patient Names, Birth Name, Mother's Birth Name) and a Patient ID, Other
+  Patient ID, Medical Record Locator or Accession Number of six characters or more are caught
+  even inside kept values: there they are the source's leak, not chance, and we refuse to pass
+  them on.
+* Standard UIDs, trivial values (dummies, "YES", "NONE"), values of fewer than three
+  characters, bare numbers shorter than six digits and values of only punctuation and zeros
+  are too common to mean anything and are not searched. A name word of two letters (Li, Wu, Ng)
+  is searched in text values only, not in binary values or raw bytes, where two random letters
+  between non-letters are common.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import itertools
 import re
 from dataclasses import dataclass
 from typing import Iterator
 
+from pydicom import __version__ as pydicom_version
 from pydicom import dcmread
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.filewriter import dcmwrite
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from apolo_node.deid.actions import (
     DUMMY_BY_VR,
@@ -28,27 +66,50 @@ from apolo_node.deid.actions import (
     is_standard_uid,
     private_creators,
 )
+from apolo_node.deid.dates import MAX_SHIFT_DAYS, MIN_SHIFT_DAYS, shift_da, shift_dt
 from apolo_node.deid.patient import PSEUDONYM_PREFIX
-from apolo_node.deid.profile import Action, Profile
+from apolo_node.deid.profile import BASIC_PROFILE_CODE, Action, Option, Profile
+from apolo_node.deid.tokens import TokenPattern, tokens
 
 MIN_LENGTH = 3  # shorter values (sex, flags, small numbers) are too common to test
+MIN_NAME_WORD = 2  # a name word this short (Li, Wu) is still searched, in text values only
 MIN_NUMBER_LENGTH = 6  # a bare number shorter than this turns up everywhere by chance
+MIN_STRONG_ID = 6  # an ID at least this long is caught even inside a kept value
 MIN_BINARY_RUN = 6  # printable runs at least this long are taken from binary values
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 )
-# Kept values of these VRs are codes, dates, times and numbers: a PHI value equal to one of them
-# as a whole (a newborn's birth date equal to a kept study date) proves nothing when it shows up.
-CODED_VRS = frozenset({"AS", "CS", "DA", "DS", "DT", "IS", "TM"})
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 TRIVIAL = frozenset(
     {str(v).upper() for v in DUMMY_BY_VR.values() if isinstance(v, str)}
     | {PSEUDONYM_PREFIX, "ANONYMOUS", "NONE", "UNKNOWN", "N/A", "NULL", "YES", "NO", "REMOVED", "OTHER"}
 )
+# The patient's own names and IDs: caught even inside kept values (see the module docstring).
+STRONG_NAMES = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
+STRONG_IDS = frozenset({0x00100020, 0x00101000, 0x00101090, 0x00080050})
 _NUMBER = re.compile(r"[+-]?[0-9][0-9.]*([eE][+-]?[0-9]+)?")
 _FILLER = re.compile(r"[\s0.:^\\/,;_+-]*")
 _PRINTABLE_RUN = re.compile(rb"[\x20-\x7e]{%d,}" % MIN_BINARY_RUN)
+_PSEUDONYMS = {
+    "PatientName(0010,0010)": re.compile(rf"{PSEUDONYM_PREFIX}\^[BCDFGHJKLMNPQRSTVWXZ]{{10}}"),
+    "PatientID(0010,0020)": re.compile(rf"{PSEUDONYM_PREFIX}[BCDFGHJKLMNPQRSTVWXZ]{{16}}"),
+}
+_CODES = [BASIC_PROFILE_CODE] + [o.code for o in Option]
+_MARKS: dict[str, frozenset[str]] = {
+    "PatientIdentityRemoved(0012,0062)": frozenset({"YES"}),
+    "DeidentificationMethod(0012,0063)": frozenset(
+        {f"apolo-node {BASIC_PROFILE_CODE.meaning}"[:64]} | {c.meaning[:64] for c in _CODES}
+    ),
+    "LongitudinalTemporalInformationModified(0028,0303)": frozenset({"MODIFIED", "UNMODIFIED", "REMOVED"}),
+    "file meta.ImplementationClassUID(0002,0012)": frozenset({PYDICOM_IMPLEMENTATION_UID}),
+    "file meta.ImplementationVersionName(0002,0013)": frozenset({f"PYDICOM {pydicom_version}"[:16]}),
+}
+_CODE_ITEM = "DeidentificationMethodCodeSequence(0012,0064)["
+_CODE_TEXTS = frozenset(t for c in _CODES for t in (c.value, c.scheme_designator, c.meaning))
+
+Creators = dict[tuple[int, int], str]
+Value = str | bytes | tuple[str, ...]
 
 
 class PHILeakError(ValueError):
@@ -57,38 +118,23 @@ class PHILeakError(ValueError):
 
 @dataclass(frozen=True)
 class _Phi:
-    text: str  # lower case
-    pattern: re.Pattern[str] | None  # digit-bounded match for numbers and UIDs
-    needles: tuple[bytes, ...]  # the value as encoded bytes (utf-8, latin-1), ASCII lower case
+    """One identifying value of the original, as a token pattern, and where it came from."""
+
+    match: TokenPattern
     where: str  # attribute and path, no value
-
-    @classmethod
-    def of(cls, text: str, where: str) -> _Phi:
-        pattern = None
-        if _NUMBER.fullmatch(text):
-            pattern = re.compile(r"(?<![0-9])" + re.escape(text.lower()) + r"(?![0-9])")
-        needles = {text.encode("utf-8").lower()}
-        try:
-            needles.add(text.encode("latin-1").lower())
-        except UnicodeEncodeError:
-            pass
-        return cls(text.lower(), pattern, tuple(needles), where)
-
-    def in_text(self, haystack: str) -> bool:
-        """Whether the value occurs in a lower-cased text."""
-        if self.pattern is not None:
-            return self.pattern.search(haystack) is not None
-        return self.text in haystack
-
-    def in_bytes(self, haystack: bytes) -> int:
-        """Offset of the value in ASCII-lower-cased bytes, or -1."""
-        if self.pattern is not None:
-            hit = re.search(self.pattern.pattern.encode("ascii"), haystack)
-            return hit.start() if hit else -1
-        return max(haystack.find(n) for n in self.needles)
+    text_only: bool  # a short name word: not searched in binary values or raw bytes
+    strong: bool  # the patient's own name or ID: no kept value excuses it
 
 
-Creators = dict[tuple[int, int], str]
+@dataclass(frozen=True)
+class _Element:
+    """One element's place and value, in the original or the output."""
+
+    where: str
+    tag: BaseTag
+    vr: str
+    action: Action
+    value: Value | None
 
 
 def _walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, Dataset, Creators, BaseTag, str]]:
@@ -99,82 +145,205 @@ def _walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, Dataset, Creators,
         yield path, ds, creators, tag, vr
         if vr == "SQ":
             for i, item in enumerate(ds[tag].value or []):
-                yield from _walk(item, f"{path}{_label(tag, creators)}[{i}].")
+                yield from _walk(item, f"{path}{_label(tag)}[{i}].")
 
 
-def _label(tag: BaseTag, creators: Creators) -> str:
+def _label(tag: BaseTag) -> str:
     name = keyword_for_tag(tag) or ("private" if tag.is_private else "unknown")
     return f"{name}({tag.group:04X},{tag.element:04X})"
 
 
-def _texts(value: object, vr: str) -> list[str]:
-    """The strings a value carries: each value of a multi-valued text, each PN component."""
+def _elements(ds: Dataset, profile: Profile) -> Iterator[_Element]:
+    """Every non-sequence element of ``ds`` and its file meta outside Pixel Data, with its action."""
+    meta = getattr(ds, "file_meta", None)
+    walks = [_walk(meta, "file meta.")] if meta is not None else []
+    for path, item, creators, tag, vr in itertools.chain(*walks, _walk(ds)):
+        if vr == "SQ" or int(tag) in PIXEL_TAGS:
+            continue
+        action = profile.action_for(tag, vr, creator_of(creators, tag))
+        yield _Element(f"{path}{_label(tag)}", tag, vr, action, _value(item[tag].value))
+
+
+def _value(value: object) -> Value | None:
+    """A comparable form of an element value: bytes, one string, or a tuple of strings."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, (list, tuple, MultiValue)):
+        return tuple(str(v) for v in value)
+    return str(value)
+
+
+def _strings(value: Value | None) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, (bytes, bytearray)):
-        if vr in TEXT_VRS:
-            value = bytes(value).decode("latin-1")
+    if isinstance(value, tuple):
+        return list(value)
+    return [value] if isinstance(value, str) else [value.decode("latin-1")]
+
+
+# -- the original's identifying values ----------------------------------------------------
+
+
+def _needles(elem: _Element) -> Iterator[tuple[str, bool, bool]]:
+    """(text, text_only, strong) for each value worth searching for in one PHI element."""
+    value = elem.value
+    if isinstance(value, bytes):
+        if elem.vr in TEXT_VRS:
+            value = value.decode("latin-1")
+        elif elem.vr in BINARY_VRS:
+            for run in _PRINTABLE_RUN.findall(value):
+                if _significant(run.decode("ascii")):
+                    yield run.decode("ascii"), False, False
+            return
         else:
-            return [m.decode("ascii") for m in _PRINTABLE_RUN.findall(bytes(value))]
-    if vr not in TEXT_VRS and vr not in BINARY_VRS:
-        return []
-    values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
-    out: list[str] = []
-    for v in values:
-        text = str(v)
-        out.append(text)
-        if vr == "PN":
-            out.extend(re.split(r"[\^=]", text))
-    return out
+            return
+    if elem.vr not in TEXT_VRS:
+        return
+    for text in _strings(value):
+        text = text.strip().strip("\x00").strip()
+        if _significant(text):
+            strong = (int(elem.tag) in STRONG_IDS and len("".join(tokens(text))) >= MIN_STRONG_ID) or (
+                int(elem.tag) in STRONG_NAMES and len([c for c in text.split("^") if c.strip()]) >= 2
+            )
+            yield text, False, strong
+        if elem.vr == "PN":
+            for part in re.split(r"[\^=]", text):
+                if _significant(part.strip()):
+                    yield part.strip(), False, False
+                for word in tokens(part):
+                    if len(word) >= MIN_NAME_WORD and not word.isdigit() and word.upper() not in TRIVIAL:
+                        yield word, len(word) < MIN_LENGTH, False
 
 
-def _significant(text: str, vr: str) -> str | None:
-    text = text.strip().strip("\x00").strip()
-    if len(text) < MIN_LENGTH or text.upper() in TRIVIAL or _FILLER.fullmatch(text):
-        return None
-    if vr == "UI" and is_standard_uid(text):
-        return None
-    if _NUMBER.fullmatch(text) and len(text) < MIN_NUMBER_LENGTH:
-        return None
-    return text
+def _significant(text: str) -> bool:
+    """Whether a value is worth searching for: at least three letters or digits, not trivial."""
+    if len("".join(tokens(text))) < MIN_LENGTH or text.upper() in TRIVIAL or _FILLER.fullmatch(text):
+        return False
+    if is_standard_uid(text):
+        return False
+    return not (_NUMBER.fullmatch(text) and len(text) < MIN_NUMBER_LENGTH)
 
 
 def phi_values(original: Dataset, profile: Profile) -> list[_Phi]:
     """Every identifying value of ``original`` under ``profile``, each with where it came from."""
-    kept_codes = set()
     found: dict[str, _Phi] = {}
-    meta = getattr(original, "file_meta", None)
-    walks = [_walk(meta, "file meta.")] if meta is not None else []
-    for path, ds, creators, tag, vr in itertools.chain(*walks, _walk(original)):
-        if vr == "SQ" or int(tag) in PIXEL_TAGS:
+    for elem in _elements(original, profile):
+        if elem.action in (Action.KEEP, Action.SAFE_PRIVATE):
             continue
-        action = profile.action_for(tag, vr, creator_of(creators, tag))
-        if action is Action.KEEP or action is Action.SAFE_PRIVATE:
-            if vr in CODED_VRS:
-                kept_codes.update(t.strip().lower() for t in _texts(ds[tag].value, vr))
-            continue
-        for text in _texts(ds[tag].value, vr):
-            sig = _significant(text, vr)
-            if sig is None or sig.lower() in found:
+        for text, text_only, strong in _needles(elem):
+            key = " ".join(tokens(text))
+            old = found.get(key)
+            if old is not None:  # the same tokens seen before: keep the strictest search
+                found[key] = _Phi(old.match, old.where, old.text_only and text_only, old.strong or strong)
                 continue
-            found[sig.lower()] = _Phi.of(sig, f"{path}{_label(tag, creators)}")
-    return [p for p in found.values() if p.text not in kept_codes]
+            match = TokenPattern.of(text)
+            if match is not None:
+                found[key] = _Phi(match, elem.where, text_only, strong)
+    return list(found.values())
 
 
-def _output_texts(output: Dataset) -> Iterator[tuple[str, str]]:
-    meta = getattr(output, "file_meta", None)
-    sources = [("file meta.", meta)] if meta is not None else []
-    for prefix, ds in sources + [("", output)]:
-        for path, item, creators, tag, vr in _walk(ds):
-            if vr == "SQ" or int(tag) in PIXEL_TAGS:
-                continue
-            value = item[tag].value
-            if isinstance(value, (bytes, bytearray)):
-                texts = [bytes(value).decode("latin-1")]
-            else:
-                texts = _texts(value, vr) if vr in TEXT_VRS else []
-            for text in texts:
-                yield f"{prefix}{path}{_label(tag, creators)}", text.lower()
+# -- which output values are ours, or the original's kept ones ---------------------------------
+
+OURS = "ours"
+KEPT = "kept"
+
+
+def _date(text: str) -> dt.date | None:
+    digits = text.strip().replace(".", "")[:8]
+    try:
+        return dt.datetime.strptime(digits, "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def _shifted(value: Value | None, days: int, vr: str) -> Value | None:
+    """``value`` moved by ``days`` as our date shift writes it."""
+    shift = shift_da if vr == "DA" else shift_dt
+    if isinstance(value, tuple):
+        return tuple(str(shift(v, days)) for v in value)
+    return None if not isinstance(value, str) else shift(value, days)
+
+
+def infer_shift(original: dict[str, _Element], output: list[_Element]) -> int | None:
+    """The one shift every shifted date of ``output`` shows against ``original``; None if none.
+
+    Accepted only inside our shift's range and only when every shifted element agrees.
+    """
+    deltas = set()
+    for elem in output:
+        source = original.get(elem.where)
+        if elem.action is not Action.SHIFT_DATE or source is None:
+            continue
+        for old, new in zip(_strings(source.value), _strings(elem.value)):
+            a, b = _date(old), _date(new)
+            if a is not None and b is not None:
+                deltas.add((b - a).days)
+    if len(deltas) != 1:
+        return None
+    days = deltas.pop()
+    return days if MIN_SHIFT_DAYS <= -days <= MAX_SHIFT_DAYS else None
+
+
+def _exemption(elem: _Element, source: _Element | None, days: int | None) -> str | None:
+    """OURS, KEPT or None (every match counts) for one output element."""
+    strings = _strings(elem.value)
+    marks = _MARKS.get(elem.where)
+    if marks is not None and strings and all(s in marks for s in strings):
+        return OURS
+    if elem.where.startswith(_CODE_ITEM) and "." in elem.where and all(s in _CODE_TEXTS for s in strings):
+        return OURS
+    pseudonym = _PSEUDONYMS.get(elem.where)
+    if pseudonym is not None and isinstance(elem.value, str) and pseudonym.fullmatch(elem.value):
+        return OURS
+    if source is None:
+        return None
+    if elem.action is Action.SHIFT_DATE and days is not None and elem.vr in ("DA", "DT"):
+        return OURS if elem.value == _shifted(source.value, days, elem.vr) else None
+    if elem.action in (Action.KEEP, Action.SAFE_PRIVATE) and source.value == elem.value:
+        return KEPT
+    return None
+
+
+@dataclass
+class _Texts:
+    """The output's element values of one kind, joined by NUL so no match spans two."""
+
+    entries: list[tuple[str, str]]  # (where, text)
+
+    def __post_init__(self) -> None:
+        self.joined = "\x00".join(t for _, t in self.entries)
+        self.lowered = self.joined.lower()
+
+    def where(self, phi: _Phi) -> str | None:
+        if phi.match.search(self.joined, self.lowered) is None:
+            return None
+        return next((w for w, t in self.entries if phi.match.search(t)), "several elements")
+
+
+def _output_texts(
+    output: Dataset, profile: Profile, original: dict[str, _Element], days: int | None
+) -> tuple[dict[tuple[str | None, bool], _Texts], list[tuple[str, str]]]:
+    """Output values grouped by (exemption, binary), and the exempt values with their exemption."""
+    groups: dict[tuple[str | None, bool], list[tuple[str, str]]] = {}
+    exempt: list[tuple[str, str]] = []
+    out = list(_elements(output, profile))
+    if days is None and profile.shifts_dates:
+        days = infer_shift(original, out)
+    for elem in out:
+        binary = isinstance(elem.value, bytes) and elem.vr not in TEXT_VRS
+        if elem.value is None or (elem.vr not in TEXT_VRS and not binary):
+            continue
+        text = "\\".join(_strings(elem.value))
+        kind = _exemption(elem, original.get(elem.where), days)
+        groups.setdefault((kind, binary), []).append((elem.where, text))
+        if kind is not None:
+            exempt.append((kind, text))
+    return {k: _Texts(v) for k, v in groups.items()}, exempt
+
+
+# -- the encoded bytes ------------------------------------------------------------------------
 
 
 def encode(ds: Dataset) -> bytes:
@@ -185,7 +354,7 @@ def encode(ds: Dataset) -> bytes:
 
 
 def _outside_pixels(encoded: bytes) -> tuple[bytes, int, int]:
-    """The encoded bytes less the Pixel Data value, ASCII lower case; where it was and its length.
+    """The encoded bytes less the Pixel Data value; where it was and its length.
 
     The value is cut out (one NUL stands in its place, so no value can be joined across it)
     rather than blanked: searching megabytes of zeros for every identifying value is slow.
@@ -194,37 +363,92 @@ def _outside_pixels(encoded: bytes) -> tuple[bytes, int, int]:
     raw = parsed.get_item(0x7FE00010)
     start = getattr(raw, "value_tell", None)
     if raw is None or start is None or raw.value is None:
-        return encoded.lower(), len(encoded), 0
+        return encoded, len(encoded), 0
     end = start + len(raw.value)
-    return encoded[:start].lower() + b"\x00" + encoded[end:].lower(), start, end - start
+    return encoded[:start] + b"\x00" + encoded[end:], start, end - start
+
+
+class _Decoded:
+    """The raw bytes read as text two ways (Latin-1, and UTF-8 with undecodable bytes kept)."""
+
+    def __init__(self, raw: bytes, exempt: list[tuple[str, str]]) -> None:
+        texts = [raw.decode("latin-1")]
+        if not raw.isascii():
+            texts.append(raw.decode("utf-8", "surrogateescape"))
+        self.texts = [(t, t.lower()) for t in texts]
+        self._exempt = exempt
+        self._spans: list[dict[str, list[tuple[int, int]]]] | None = None
+
+    def spans(self, n: int) -> dict[str, list[tuple[int, int]]]:
+        """Where the exempt values stand in decoding ``n``, by exemption (found lazily, once)."""
+        if self._spans is None:
+            self._spans = []
+            for text, _ in self.texts:
+                spans: dict[str, list[tuple[int, int]]] = {OURS: [], KEPT: []}
+                for kind, value in self._exempt:
+                    start = text.find(value) if len(value) >= MIN_NAME_WORD else -1
+                    while start >= 0:
+                        spans[kind].append((start, start + len(value)))
+                        start = text.find(value, start + 1)
+                self._spans.append(spans)
+        return self._spans[n]
+
+    def offset(self, n: int, phi: _Phi) -> int | None:
+        """Byte offset of the first match of ``phi`` outside the values it is excused in."""
+        text, lowered = self.texts[n]
+        for hit in phi.match.finditer(text, lowered):
+            spans = self.spans(n)
+            allowed = spans[OURS] + ([] if phi.strong else spans[KEPT])
+            if any(a <= hit.start() and hit.end() <= b for a, b in allowed):
+                continue
+            if n == 0:
+                return hit.start()
+            return len(text[: hit.start()].encode("utf-8", "surrogateescape"))
+        return None
 
 
 def verify_deidentified(
-    original: Dataset, output: Dataset, profile: Profile, encoded: bytes | None = None
+    original: Dataset,
+    output: Dataset,
+    profile: Profile,
+    encoded: bytes | None = None,
+    *,
+    days: int | None = None,
 ) -> None:
     """Raise PHILeakError if any identifying value of ``original`` is still in ``output``.
 
     ``encoded`` is the file as it will be written (``encode(output)`` when None): its bytes
-    outside Pixel Data are searched too, so the preamble and file meta cannot leak.
+    outside Pixel Data are searched too, so the preamble and file meta cannot leak. ``days`` is
+    the date shift the de-identifier applied to this patient (inferred from the file when None).
     """
     phis = phi_values(original, profile)
     if not phis:
         return
-    texts = list(_output_texts(output))
-    joined = "\x00".join(t for _, t in texts)
+    sources = {e.where: e for e in _elements(original, profile)}
+    groups, exempt = _output_texts(output, profile, sources, days)
     for phi in phis:
-        if phi.in_text(joined):
-            where = next((w for w, t in texts if phi.in_text(t)), "several elements")
-            raise PHILeakError(
-                f"de-identification check failed: a value of {phi.where} in the original "
-                f"appears in the output at {where}"
-            )
+        kinds = [None] + ([KEPT] if phi.strong else [])
+        for kind, binary in itertools.product(kinds, (False, True)):
+            texts = groups.get((kind, binary))
+            if texts is None or (binary and phi.text_only):
+                continue
+            where = texts.where(phi)
+            if where is not None:
+                raise PHILeakError(
+                    f"de-identification check failed: a value of {phi.where} in the original "
+                    f"appears in the output at {where}"
+                )
     raw, cut_at, cut_length = _outside_pixels(encode(output) if encoded is None else encoded)
+    decoded = _Decoded(raw, exempt)
     for phi in phis:
-        at = phi.in_bytes(raw)
-        if at > cut_at:
-            at += cut_length - 1  # the offset in the file as written
-        if at >= 0:
+        if phi.text_only:
+            continue
+        for n in range(len(decoded.texts)):
+            at = decoded.offset(n, phi)
+            if at is None:
+                continue
+            if at > cut_at:
+                at += cut_length - 1  # the offset in the file as written
             raise PHILeakError(
                 f"de-identification check failed: a value of {phi.where} in the original "
                 f"appears in the encoded output at byte {at}"
