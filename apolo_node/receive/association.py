@@ -19,7 +19,8 @@ import enum
 import socket
 import struct
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
@@ -50,6 +51,7 @@ _PDV = struct.Struct(">IBB")
 RELEASE_RP = bytes([0x06, 0, 0, 0, 0, 4, 0, 0, 0, 0])
 MAX_ASSOCIATE_RQ = 1 << 20  # a request proposing every SOP class is well under this
 UNLIMITED_PDU_CAP = 64 << 20  # what "0: unlimited" means for one PDU's length
+MAX_COMMAND = 64 << 10  # a C-STORE-RQ's command set is a few hundred bytes; more is an attack
 
 
 class Abort(enum.IntEnum):
@@ -75,6 +77,10 @@ class PeerClosed(Exception):
 
 class Silence(PeerClosed):
     """The peer sent nothing for the timeout; an association is then aborted (PS3.8 9.1.5)."""
+
+
+class Expired(Silence):
+    """The peer did not finish an A-ASSOCIATE-RQ or a DIMSE message in the time it had."""
 
 
 @dataclass(frozen=True)
@@ -105,12 +111,12 @@ class Accepted:
 
 @dataclass
 class Request:
-    """A complete DIMSE request: its command, its context, and its data set's fragments in order
-    (joined once, by whoever needs the bytes)."""
+    """A DIMSE request: its command, its context, and how many data set bytes came. The data
+    set itself goes only to ``sink``, as it arrives: none of it is held here."""
 
     command: Command
     context: PresentationContext
-    fragments: list[memoryview] = field(default_factory=list)
+    size: int = 0  # data set bytes received
     prefix: bytes = b""  # what the service puts before the data set (a file meta header)
     sink: DataSink | None = None  # where the service wants the fragments written as they come
 
@@ -133,12 +139,33 @@ class Service(Protocol):
 
 
 class Link:
-    """The association's socket: whole PDUs in, whole PDUs out, one writer at a time."""
+    """The association's socket: whole PDUs in, whole PDUs out, one writer at a time.
 
-    def __init__(self, sock: socket.socket) -> None:
+    Reads are bounded twice: ``silence`` is the longest wait for the next byte, and
+    ``deadline`` (monotonic seconds), when set, is when the exchange under way must be whole,
+    however its bytes trickle (a per-read timeout alone lets one byte a second hold a
+    connection forever). With ``window`` set and no deadline, the first byte read starts one
+    ``window`` seconds long: each DIMSE message gets that long from its first byte to its last.
+    """
+
+    def __init__(self, sock: socket.socket, silence: float) -> None:
         self.sock = sock
+        self.silence = silence
+        self.deadline: float | None = None
+        self.window: float | None = None
         self.calling_aet: str | None = None  # once the A-ASSOCIATE-RQ is read, for the log
         self._send = threading.Lock()
+
+    def _wait(self) -> None:
+        """Set the socket's timeout to what is left before the next byte is overdue."""
+        timeout = self.silence
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise Expired("deadline passed before the message was whole")
+            timeout = min(timeout, left)
+        if self.sock.gettimeout() != timeout:
+            self.sock.settimeout(timeout)
 
     def _read_exact(self, n: int) -> bytearray:
         buf = bytearray(n)
@@ -146,11 +173,16 @@ class Link:
         got = 0
         try:
             while got < n:
+                self._wait()
                 read = self.sock.recv_into(view[got:], min(n - got, 1 << 20))
                 if read == 0:
                     raise PeerClosed("connection closed by the peer")
                 got += read
+                if self.deadline is None and self.window is not None:
+                    self.deadline = time.monotonic() + self.window
         except (TimeoutError, socket.timeout):
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise Expired("deadline passed before the message was whole") from None
             raise Silence("network timeout") from None
         except OSError as exc:
             raise PeerClosed(f"connection lost ({type(exc).__name__})") from None
@@ -289,17 +321,20 @@ def accept(link: Link, request: A_ASSOCIATE, terms: Terms) -> Accepted:
 
 
 def serve_messages(
-    link: Link, accepted: Accepted, terms: Terms, service: Service, network_timeout: float
+    link: Link, accepted: Accepted, terms: Terms, service: Service, request_timeout: float
 ) -> str:
     """Take requests until the peer releases ("released") or aborts ("aborted").
 
-    Raises ``ProtocolError`` (the caller aborts) or ``PeerClosed`` (nothing left to tell).
-    A message left unfinished has its sink discarded.
+    Each message, command and data set, must arrive whole within ``request_timeout`` seconds of
+    its first byte (``Link.window``). Memory per message is bounded: a command set by
+    ``MAX_COMMAND``, the data set by one PDU (its fragments go to the sink as they come), and
+    empty fragments are skipped, not kept. Raises ``ProtocolError`` (the caller aborts) or
+    ``PeerClosed`` (nothing left to tell). A message left unfinished has its sink discarded.
     """
-    link.sock.settimeout(network_timeout)
     limit = terms.max_pdu or UNLIMITED_PDU_CAP
     command_bytes = bytearray()
     pending: Request | None = None
+    link.deadline, link.window = None, request_timeout
     try:
         while True:
             kind, _, body = link.read_pdu(limit)
@@ -312,55 +347,86 @@ def serve_messages(
                 return "aborted"
             if kind != P_DATA_TF:
                 raise ProtocolError(f"PDU of type {kind:#04x} during the association", Abort.UNEXPECTED_PDU)
-            offset, end = 0, len(body)
-            while offset < end:
-                if offset + 6 > end:
-                    raise ProtocolError("P-DATA-TF ends inside a PDV header")
-                length, context_id, control = _PDV.unpack_from(body, offset)
-                if length < 2 or offset + 4 + length > end:
-                    raise ProtocolError("PDV length does not fit its P-DATA-TF")
-                fragment = memoryview(body)[offset + 6 : offset + 4 + length]
-                offset += 4 + length
-                context = accepted.contexts.get(context_id)
-                if context is None:
-                    raise ProtocolError(f"PDV on presentation context {context_id}, which was not accepted")
-                last = bool(control & 2)
-                if control & 1:  # a command fragment
-                    if pending is not None:
-                        raise ProtocolError("a command began before the last data set ended", Abort.UNEXPECTED_PDU)
-                    command_bytes += fragment
-                    if not last:
-                        continue
-                    try:
-                        command = decode_command(command_bytes)
-                    except MalformedCommand as exc:
-                        raise ProtocolError(str(exc)) from None
-                    command_bytes = bytearray()
-                    if command.field not in (C_STORE_RQ, C_ECHO_RQ):
-                        raise ProtocolError(
-                            f"DIMSE command {command.field:#06x} is not served here", Abort.UNEXPECTED_PDU
-                        )
-                    pending = Request(command, context)
-                    if command.has_data_set:
-                        service.begin(accepted, pending)
-                        continue
-                else:  # a data set fragment
-                    if pending is None or command_bytes or pending.context.context_id != context_id:
-                        raise ProtocolError("data set fragment without its command", Abort.UNEXPECTED_PDU)
-                    pending.fragments.append(fragment)
-                    if pending.sink is not None:
-                        pending.sink.write(fragment)
-                    if not last:
-                        continue
-                status, comment = service.answer(accepted, pending)
-                request, pending = pending, None  # after the answer: a failing one still has its sink discarded
-                for pdu in p_data(
-                    context_id,
-                    encode_response(request.command, status, comment),
-                    command=True,
-                    max_pdu=accepted.peer_max_pdu,
-                ):
-                    link.send(pdu)
+            pending = _take_pdvs(link, memoryview(body), accepted, service, command_bytes, pending)
     finally:
         if pending is not None and pending.sink is not None:
             pending.sink.discard()
+
+
+def _take_pdvs(
+    link: Link,
+    body: memoryview,
+    accepted: Accepted,
+    service: Service,
+    command_bytes: bytearray,
+    pending: Request | None,
+) -> Request | None:
+    """Take one P-DATA-TF's PDVs, answering each request it completes; the request still open.
+
+    A data set's fragments in this PDU are written to its sink in one piece, so a PDU of many
+    tiny PDVs costs one write, not one per PDV.
+    """
+    offset, end = 0, len(body)
+    data: list[memoryview] = []  # this PDU's fragments of the pending data set, not yet written
+    while offset < end:
+        if offset + 6 > end:
+            raise ProtocolError("P-DATA-TF ends inside a PDV header")
+        length, context_id, control = _PDV.unpack_from(body, offset)
+        if length < 2 or offset + 4 + length > end:
+            raise ProtocolError("PDV length does not fit its P-DATA-TF")
+        fragment = body[offset + 6 : offset + 4 + length]
+        offset += 4 + length
+        context = accepted.contexts.get(context_id)
+        if context is None:
+            raise ProtocolError(f"PDV on presentation context {context_id}, which was not accepted")
+        last = bool(control & 2)
+        if control & 1:  # a command fragment
+            if pending is not None:
+                raise ProtocolError("a command began before the last data set ended", Abort.UNEXPECTED_PDU)
+            if len(command_bytes) + len(fragment) > MAX_COMMAND:
+                raise ProtocolError(f"command set is over {MAX_COMMAND} bytes")
+            command_bytes += fragment
+            if not last:
+                continue
+            try:
+                command = decode_command(command_bytes)
+            except MalformedCommand as exc:
+                raise ProtocolError(str(exc)) from None
+            del command_bytes[:]
+            if command.field not in (C_STORE_RQ, C_ECHO_RQ):
+                raise ProtocolError(
+                    f"DIMSE command {command.field:#06x} is not served here", Abort.UNEXPECTED_PDU
+                )
+            pending = Request(command, context)
+            if command.has_data_set:
+                service.begin(accepted, pending)
+                continue
+        else:  # a data set fragment
+            if pending is None or command_bytes or pending.context.context_id != context_id:
+                raise ProtocolError("data set fragment without its command", Abort.UNEXPECTED_PDU)
+            if fragment:
+                pending.size += len(fragment)
+                data.append(fragment)
+            if not last:
+                continue
+            _write(pending, data)
+        status, comment = service.answer(accepted, pending)
+        request, pending = pending, None  # after the answer: a failing one still has its sink discarded
+        link.deadline = None  # the next message's time starts with its first byte
+        for pdu in p_data(
+            context_id,
+            encode_response(request.command, status, comment),
+            command=True,
+            max_pdu=accepted.peer_max_pdu,
+        ):
+            link.send(pdu)
+    if pending is not None:
+        _write(pending, data)
+    return pending
+
+
+def _write(request: Request, data: list[memoryview]) -> None:
+    """Hand ``data`` to the request's sink as one piece, and forget it."""
+    if data and request.sink is not None:
+        request.sink.write(data[0] if len(data) == 1 else memoryview(b"".join(data)))
+    data.clear()

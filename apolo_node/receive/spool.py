@@ -7,6 +7,7 @@ scraps of instances that were never acknowledged. Names are pseudonymous UIDs on
 
 from __future__ import annotations
 
+import mmap
 import os
 import secrets
 import threading
@@ -20,16 +21,33 @@ QUARANTINE = "quarantine"
 TMP = "tmp"
 
 
+TOO_LARGE = "data set is larger than max_instance_size"
+
+
+class OverLimit(OSError):
+    """More was written to a staging file than its limit; the file is already gone."""
+
+
+def spool_failed(exc: OSError) -> str:
+    """The comment answering a write to the spool that failed: the error's kind, never a path."""
+    if isinstance(exc, OverLimit):
+        return TOO_LARGE
+    return f"spool write failed ({exc.__class__.__name__} errno {exc.errno})"
+
+
 class StagingFile:
     """A file in ``tmp/`` written piece by piece as a data set arrives, its writeback started as
     it goes, so that the fsync after the last piece waits for little more than the journal.
 
     A write that fails (disk full) is remembered and the pieces after it are dropped; ``finish``
-    raises it. ``discard`` may be called at any time, also after ``finish``, and more than once.
+    raises it. Past ``limit`` bytes the file is removed at once and ``OverLimit`` remembered,
+    so a peer sending more than we take costs neither disk nor memory. ``discard`` may be
+    called at any time, also after ``finish``, and more than once.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limit: int | None = None) -> None:
         self.path = path
+        self.limit = limit
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._offset = 0
         self._error: OSError | None = None
@@ -40,6 +58,10 @@ class StagingFile:
             return
         view = memoryview(data)
         start = self._offset
+        if self.limit is not None and start + len(view) > self.limit:
+            self._error = OverLimit(f"staging file over {self.limit} bytes")
+            self.discard()
+            return
         try:
             while view:
                 written = os.write(self._fd, view)
@@ -64,6 +86,17 @@ class StagingFile:
                 self.path.unlink(missing_ok=True)
                 raise
         return self.path
+
+    def mapped(self) -> mmap.mmap:
+        """What was written so far, mapped read-only, so that it can be parsed without being
+        read into memory; raises the failed write's error instead. The caller closes the map."""
+        if self._error is not None:
+            raise self._error
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
 
     def discard(self) -> None:
         with self._lock:
@@ -108,9 +141,9 @@ class Spool:
         staging.write(data)
         return staging.finish()
 
-    def open_staging(self) -> StagingFile:
+    def open_staging(self, limit: int | None = None) -> StagingFile:
         """A new file in ``tmp/`` to write a data set into as it arrives (see ``StagingFile``)."""
-        return StagingFile(self.tmp / f"{secrets.token_hex(8)}.part")
+        return StagingFile(self.tmp / f"{secrets.token_hex(8)}.part", limit)
 
     def place(self, staged: Path, relative: str) -> Path:
         """Rename a staged file to ``relative`` and fsync its folder: from here it survives a crash."""
