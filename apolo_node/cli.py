@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,11 +21,13 @@ from rich.table import Table
 
 from apolo_node import config as config_mod
 from apolo_node import logs
-from apolo_node.catalog.engine import engine_for
-from apolo_node.catalog.migrate import SchemaError, current, head, require_head, upgrade
-from apolo_node.catalog.records import list_studies
 from apolo_node.config import Config, ConfigError
-from apolo_node.vision.backend import BackendUnavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+# The catalog (SQLAlchemy, Alembic) and the model stages are imported by the commands that use
+# them, not here: ``apolo-node deid`` over a folder should not pay for what it never touches.
 
 app = typer.Typer(
     name="apolo-node",
@@ -69,12 +72,12 @@ def clean_errors(fn: F) -> F:
         except (ConfigError, BadInput, FileNotFoundError) as exc:
             typer.echo(f"apolo-node: error: {exc}", err=True)
             raise typer.Exit(EXIT_USAGE) from None
-        except (SchemaError, BackendUnavailable, NotYet, Failed) as exc:
-            typer.echo(f"apolo-node: error: {exc}", err=True)
-            raise typer.Exit(EXIT_FAILED) from None
         except typer.Exit:
             raise
         except Exception as exc:
+            if isinstance(exc, _failures()):
+                typer.echo(f"apolo-node: error: {exc}", err=True)
+                raise typer.Exit(EXIT_FAILED) from None
             typer.echo(
                 f"apolo-node: error: internal error ({type(exc).__name__}); see the logs",
                 err=True,
@@ -83,6 +86,29 @@ def clean_errors(fn: F) -> F:
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _failures() -> tuple[type[Exception], ...]:
+    """Domain errors that mean "failed" (exit 1), imported only once one is to be told apart."""
+    from apolo_node.catalog.migrate import SchemaError
+    from apolo_node.vision.backend import BackendUnavailable
+
+    return (SchemaError, BackendUnavailable, NotYet, Failed)
+
+
+@contextmanager
+def catalog(cfg: Config, at_head: bool = True) -> Iterator[Engine]:
+    """The catalog's engine, checked to be at the newest schema, disposed of afterwards."""
+    from apolo_node.catalog.engine import engine_for
+    from apolo_node.catalog.migrate import require_head
+
+    engine = engine_for(cfg)
+    try:
+        if at_head:
+            require_head(engine)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 ConfigOption = Annotated[
@@ -115,14 +141,13 @@ def serve(config: ConfigOption = None) -> None:
 @clean_errors
 def db_upgrade(config: ConfigOption = None) -> None:
     """Bring the catalog to the newest schema (creating it if new)."""
+    from apolo_node.catalog.migrate import current, head, upgrade
+
     cfg = load_config(config)
-    engine = engine_for(cfg)
-    try:
+    with catalog(cfg, at_head=False) as engine:
         before = current(engine)
         upgrade(engine)
         after = current(engine)
-    finally:
-        engine.dispose()
     typer.echo(f"catalog schema: {before or 'empty'} -> {after} (head {head()})")
 
 
@@ -134,12 +159,8 @@ def db_rebuild_reports(config: ConfigOption = None, json_out: JsonOption = False
     from apolo_node.receive.spool import Spool
 
     cfg = load_config(config)
-    engine = engine_for(cfg)
-    try:
-        require_head(engine)
+    with catalog(cfg) as engine:
         summary = rebuild_reports(engine, Spool(cfg.spool_root))
-    finally:
-        engine.dispose()
     if json_out:
         typer.echo(json.dumps({
             "reports": summary.reports, "findings": summary.findings,
@@ -255,12 +276,10 @@ def studies(
         known = [s.value for s in StudyStatus]
         if status not in known:
             raise BadInput(f"--status must be one of {', '.join(known)}, got {status!r}")
-    engine = engine_for(cfg)
-    try:
-        require_head(engine)
+    from apolo_node.catalog.records import list_studies
+
+    with catalog(cfg) as engine:
         rows = list_studies(engine, status=status, limit=limit)
-    finally:
-        engine.dispose()
     if json_out:
         typer.echo(json.dumps([r.as_json() for r in rows], indent=2))
         return
@@ -287,13 +306,11 @@ def report(
     from apolo_node.catalog.reports import report_for
 
     cfg = load_config(config)
-    engine = engine_for(cfg)
-    try:
-        require_head(engine)
+    from apolo_node.catalog.records import list_studies
+
+    with catalog(cfg) as engine:
         stored = report_for(engine, study)
         summary = None if stored else next((s for s in list_studies(engine) if s.study_uid == study), None)
-    finally:
-        engine.dispose()
     if stored is None:
         if summary is None:
             raise BadInput(f"study {study} is not in the catalog (see apolo-node studies)")
@@ -367,19 +384,16 @@ def ask(
         filters = Filters(study_uid=study, modality=modality, body_part=body_part, since=first, until=last)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    engine = engine_for(cfg)
     try:
-        require_head(engine)
-        result = run_ask(engine, cfg.reasoning, question, filters)
-        sent = _send_answer(cfg, engine, result) if send else []
-        revealed = _reveal(cfg, engine, result) if reveal else {}
+        with catalog(cfg) as engine:
+            result = run_ask(engine, cfg.reasoning, question, filters)
+            sent = _send_answer(cfg, engine, result) if send else []
+            revealed = _reveal(cfg, engine, result) if reveal else {}
     except UnknownStudy as exc:
         raise BadInput(str(exc)) from None
     except (ReasoningUnavailable, AnswerFailed) as exc:
         typer.echo(f"apolo-node: error: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
-    finally:
-        engine.dispose()
     if json_out:
         out = result.as_json()
         if send:
@@ -470,17 +484,6 @@ def _print_answer(result: Any) -> None:
         console.print(f"note: {escape(note)}")
 
 
-def _quarantine_context(config: Path | None) -> tuple[Config, Any]:
-    cfg = load_config(config)
-    engine = engine_for(cfg)
-    try:
-        require_head(engine)
-    except BaseException:
-        engine.dispose()
-        raise
-    return cfg, engine
-
-
 def _quarantine_rows(rows: list[Any], json_out: bool, title: str) -> None:
     if json_out:
         typer.echo(json.dumps([r.as_json() for r in rows], indent=2))
@@ -508,11 +511,8 @@ def quarantine_list(
     """Quarantined instances with their reasons (element paths and rules, never values)."""
     from apolo_node.catalog.quarantine import list_quarantined
 
-    _, engine = _quarantine_context(config)
-    try:
+    with catalog(load_config(config)) as engine:
         rows = list_quarantined(engine, study_uid=study, purged=purged)
-    finally:
-        engine.dispose()
     _quarantine_rows(rows, json_out, f"{len(rows)} quarantined instances")
 
 
@@ -526,11 +526,8 @@ def quarantine_show(
     """One quarantined instance: why, where in the data set, since when."""
     from apolo_node.catalog.quarantine import quarantined_instance
 
-    _, engine = _quarantine_context(config)
-    try:
+    with catalog(load_config(config)) as engine:
         row = quarantined_instance(engine, instance)
-    finally:
-        engine.dispose()
     if row is None or row.state not in ("quarantined", "purged"):
         raise BadInput(f"instance {instance} is not quarantined (see apolo-node quarantine list)")
     if json_out:
@@ -553,19 +550,18 @@ def quarantine_release(
     from apolo_node.reasoning.ask import os_user
     from apolo_node.receive.spool import Spool
 
-    cfg, engine = _quarantine_context(config)
-    try:
+    cfg = load_config(config)
+    with catalog(cfg) as engine:
         for uid in instances:  # every name checked before anything moves
             try:
                 find(engine, uid)
             except NotQuarantined as exc:
                 raise BadInput(str(exc)) from None
         box, spool, actor = Quarantine.from_config(cfg), Spool(cfg.spool_root), os_user()
-        released = [release(engine, spool, box, uid, actor) for uid in instances]
-    except (QuarantineError, NotQuarantined) as exc:
-        raise Failed(str(exc)) from None
-    finally:
-        engine.dispose()
+        try:
+            released = [release(engine, spool, box, uid, actor) for uid in instances]
+        except (QuarantineError, NotQuarantined) as exc:
+            raise Failed(str(exc)) from None
     if json_out:
         typer.echo(json.dumps({"released": [r.sop_instance_uid for r in released]}))
         return
@@ -593,8 +589,8 @@ def quarantine_purge(
 
     if bool(instances) == expired:
         raise BadInput("name the instances to purge, or give --expired (not both)")
-    cfg, engine = _quarantine_context(config)
-    try:
+    cfg = load_config(config)
+    with catalog(cfg) as engine:
         if expired:
             rows, why = expired_rows(engine, cfg.deid.quarantine_days), "retention period"
         else:
@@ -602,11 +598,10 @@ def quarantine_purge(
                 rows, why = [find(engine, uid) for uid in instances or []], "operator"
             except NotQuarantined as exc:
                 raise BadInput(str(exc)) from None
-        done = purge(engine, Quarantine.from_config(cfg), rows, actor=os_user(), why=why)
-    except QuarantineError as exc:
-        raise Failed(str(exc)) from None
-    finally:
-        engine.dispose()
+        try:
+            done = purge(engine, Quarantine.from_config(cfg), rows, actor=os_user(), why=why)
+        except QuarantineError as exc:
+            raise Failed(str(exc)) from None
     if json_out:
         typer.echo(json.dumps({"purged": done.sop_instance_uids}))
     else:

@@ -196,3 +196,19 @@ def enhanced_ct_phantom(
     ds.PerFrameFunctionalGroupsSequence = per_frame
     ds.PixelData = np.stack(stack).astype(np.int16).tobytes()
     return ds
+
+
+def undecodable_capture(ds: Dataset) -> Dataset:
+    """``ds`` as an ultrasound image that declares burned-in text, with JPEG Baseline Pixel Data
+    that no decoder can read: the receiver takes it (it does not decode pixels), de-identification
+    must scan it and cannot, so it is quarantined."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, UltrasoundImageStorage
+
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UltrasoundImageStorage
+    ds.Modality = "US"
+    ds.BurnedInAnnotation = "YES"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xe0 not a JPEG stream \xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    return ds

@@ -13,7 +13,7 @@ from apolo_node.catalog.records import list_studies
 from apolo_node.config import Config
 from tests.nodes import running_node
 from tests.peers import storescu, wait_until
-from tests.synthetic import write_study
+from tests.synthetic import undecodable_capture, write_study
 
 pytestmark = pytest.mark.usefixtures("need_dcmtk")
 
@@ -23,13 +23,11 @@ def test_a_stable_study_is_cleaned_and_what_cannot_be_is_quarantined(
 ) -> None:
     study = write_study(tmp_path / "in", series=1, per_series=5)
     [marker] = study.markers
-    us = dcmread(study.files[0])
-    us.Modality = "US"  # its pixels need a burned-in text scan...
-    us.BurnedInAnnotation = "YES"
-    us.PixelData = us.PixelData[:100]  # ...which cannot decode them
-    us.save_as(study.files[0])
+    # Its pixels need a burned-in text scan, which cannot decode them.
+    undecodable_capture(dcmread(study.files[0])).save_as(study.files[0])
     with running_node(cfg) as node:
-        storescu(study.files, cfg.receive.port)
+        storescu(study.files[:1], cfg.receive.port, extra_args=["--propose-jpeg8"])
+        storescu(study.files[1:], cfg.receive.port)
         wait_until(
             lambda: [s.status for s in list_studies(node.engine)] == ["reported"],
             what="the study to be de-identified and reported", timeout=60, interval=0.2,

@@ -22,7 +22,7 @@ from apolo_node.deid import Deidentifier
 from apolo_node.pipeline.deidentify import run_once
 from apolo_node.receive.spool import Spool
 from tests.nodes import apolo, upgraded_engine
-from tests.synthetic import new_marker, write_study
+from tests.synthetic import new_marker, undecodable_capture, write_study
 
 
 def _tokens(blob: bytes) -> list[bytes]:
@@ -117,11 +117,7 @@ def _study_with_a_poison_instance(tmp_path: Path) -> tuple[list[Path], str]:
     """Three CT slices and one US whose pixels cannot be decoded for the burned-in text scan."""
     study = write_study(tmp_path / "in", series=1, per_series=3)
     [marker] = study.markers
-    us = dcmread(study.files[0])
-    us.Modality = "US"
-    us.BurnedInAnnotation = "YES"
-    us.PixelData = us.PixelData[:100]
-    us.save_as(study.files[0])
+    undecodable_capture(dcmread(study.files[0])).save_as(study.files[0])
     return study.files, marker
 
 
@@ -184,9 +180,7 @@ def test_the_operator_lists_shows_releases_and_purges_without_seeing_a_value(cfg
 
 def test_purge_by_name_and_by_retention_leaves_purged_rows_and_an_audit(cfg: Config, tmp_path: Path) -> None:
     files, marker = _study_with_a_poison_instance(tmp_path)
-    second = dcmread(files[1])
-    second.Modality, second.BurnedInAnnotation, second.PixelData = "US", "YES", second.PixelData[:100]
-    second.save_as(files[1])
+    undecodable_capture(dcmread(files[1])).save_as(files[1])
     apolo(cfg, "db", "upgrade").check_returncode()
     assert apolo(cfg, "ingest", str(tmp_path / "in")).returncode == 0
     rows = json.loads(apolo(cfg, "quarantine", "list", "--json").stdout)
