@@ -17,7 +17,7 @@ from apolo_node.logs import event, get_logger
 from apolo_node.pipeline import deidentify, describe
 from apolo_node.pseudonym import mapper
 from apolo_node.receive.spool import Spool
-from apolo_node.receive.store import InstanceStore
+from apolo_node.receive.store import InstanceStore, Limits
 from apolo_node.vision.backends import make_backend
 
 log = get_logger("ingest")
@@ -55,7 +55,9 @@ def ingest(cfg: Config, paths: list[Path]) -> IngestSummary:
     engine = engine_for(cfg)
     try:
         require_head(engine)
-        store = InstanceStore(Spool(cfg.spool_root), engine, mapper(cfg))
+        store = InstanceStore(
+            Spool(cfg.spool_root), engine, mapper(cfg), Limits.from_settings(cfg.receive)
+        )
         summary = IngestSummary()
         for path in iter_files(paths):
             raw = path.read_bytes()

@@ -28,7 +28,7 @@ from apolo_node.pseudonym import mapper
 from apolo_node.receive import stable
 from apolo_node.receive.scp import StorageSCP
 from apolo_node.receive.spool import Spool
-from apolo_node.receive.store import InstanceStore
+from apolo_node.receive.store import InstanceStore, Limits
 from apolo_node.vision.backends import make_backend
 
 log = get_logger("node")
@@ -75,7 +75,9 @@ class Node:
         self.engine = engine_for(cfg)
         require_head(self.engine)
         self.spool = Spool(cfg.spool_root)
-        self.store = InstanceStore(self.spool, self.engine, mapper(cfg))
+        self.store = InstanceStore(
+            self.spool, self.engine, mapper(cfg), Limits.from_settings(cfg.receive)
+        )
         self.scp = StorageSCP(cfg.receive, self.store)
         self.deidentifier = Deidentifier.from_config(cfg)  # bad [deid] options stop us here
         self.vault = Vault.from_config(cfg) if cfg.send.enabled else None

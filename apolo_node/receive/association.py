@@ -96,6 +96,9 @@ class Rejection:
 PROTOCOL_VERSION = Rejection(1, 2, 2, "protocol-version")
 APPLICATION_CONTEXT_UNSUPPORTED = Rejection(1, 1, 2, "application-context")
 CALLING_AET_UNKNOWN = Rejection(1, 1, 3, "calling-aet")
+CALLED_AET_UNKNOWN = Rejection(1, 1, 7, "called-aet")
+#: A presentation context without its abstract syntax or any transfer syntax (PS3.8 9.3.2.2).
+MALFORMED_CONTEXT = Rejection(1, 2, 1, "malformed-presentation-context")
 TOO_MANY = Rejection(2, 3, 2, "max-associations")
 
 
@@ -242,6 +245,7 @@ class Terms:
     max_pdu: int
     contexts: list[PresentationContext]
     allowed_aets: frozenset[str] = frozenset()
+    check_called_aet: bool = True  # refuse a called AE title other than ae_title
 
 
 def read_request(link: Link, acse_timeout: float) -> tuple[A_ASSOCIATE, int]:
@@ -262,11 +266,17 @@ def read_request(link: Link, acse_timeout: float) -> tuple[A_ASSOCIATE, int]:
 def check_request(
     request: A_ASSOCIATE, protocol_version: int, terms: Terms, admitted: bool
 ) -> Rejection | None:
-    """The reason to refuse ``request``, or None to accept it."""
+    """The reason to refuse ``request``, or None to accept it; checked before negotiation,
+    so that nothing the peer proposed can make negotiation itself fail."""
     if not protocol_version & 1:
         return PROTOCOL_VERSION
     if str(request.application_context_name) != APPLICATION_CONTEXT:
         return APPLICATION_CONTEXT_UNSUPPORTED
+    if terms.check_called_aet and request.called_ae_title.strip() != terms.ae_title.strip():
+        return CALLED_AET_UNKNOWN
+    for context in request.presentation_context_definition_list:
+        if not context.abstract_syntax or not context.transfer_syntax:
+            return MALFORMED_CONTEXT
     if terms.allowed_aets and request.calling_ae_title.strip() not in terms.allowed_aets:
         return CALLING_AET_UNKNOWN
     if not admitted:

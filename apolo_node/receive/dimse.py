@@ -20,6 +20,7 @@ C_STORE_RSP = 0x8001
 C_ECHO_RQ = 0x0030
 C_ECHO_RSP = 0x8030
 NO_DATA_SET = 0x0101
+MAX_UID = 64  # characters in a UID (PS3.5 9.1); the file meta encodes it with a 2-byte length
 _ELEMENT = struct.Struct("<HHI")  # group, element, length (implicit VR little endian)
 _US = struct.Struct("<H")
 
@@ -52,12 +53,16 @@ def _us(value: bytes, name: str) -> int:
     return int(_US.unpack(value)[0])
 
 
-def _uid(value: bytes) -> str:
-    return value.decode("ascii", "replace").rstrip("\x00 ")
+def _uid(value: bytes, name: str) -> str:
+    uid = value.decode("ascii", "replace").rstrip("\x00 ")
+    if len(uid) > MAX_UID:
+        raise MalformedCommand(f"{name} is longer than {MAX_UID} characters")
+    return uid
 
 
 def decode_command(data: bytes | bytearray) -> Command:
-    """Read a command set; raise ``MalformedCommand`` if it is not one."""
+    """Read a command set; raise ``MalformedCommand`` if it is not one, or if a UID in it is
+    longer than a UID may be (such a command is refused by A-ABORT, as PS3.7 allows)."""
     elements: dict[int, bytes] = {}
     offset, end = 0, len(data)
     while offset < end:
@@ -76,8 +81,8 @@ def decode_command(data: bytes | bytearray) -> Command:
     return Command(
         field=_us(elements[0x0100], "Command Field"),
         message_id=_us(elements.get(0x0110, b"\0\0"), "Message ID"),
-        sop_class_uid=_uid(elements.get(0x0002, b"")),
-        sop_instance_uid=_uid(elements.get(0x1000, b"")),
+        sop_class_uid=_uid(elements.get(0x0002, b""), "Affected SOP Class UID"),
+        sop_instance_uid=_uid(elements.get(0x1000, b""), "Affected SOP Instance UID"),
         has_data_set=_us(elements.get(0x0800, _US.pack(NO_DATA_SET)), "Command Data Set Type")
         != NO_DATA_SET,
     )

@@ -161,6 +161,7 @@ class StorageSCP:
             max_pdu=settings.max_pdu,
             contexts=supported_contexts(),
             allowed_aets=frozenset(a.strip() for a in settings.allowed_aets),
+            check_called_aet=settings.check_called_aet,
         )
         self.server: AssociationServer | None = None
         self._ssl = tls_context(settings)

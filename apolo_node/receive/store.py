@@ -9,29 +9,33 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterator
+import mmap
+import struct
+import tempfile
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 
-from pydicom import dcmread
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.filereader import data_element_generator, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from sqlalchemy import Engine
 
 from apolo_node.catalog.records import InstanceRecord, instance_exists, record_instance
+from apolo_node.config import ReceiveSettings
 from apolo_node.logs import event, get_logger
 from apolo_node.pseudonym import UIDMapper
-from apolo_node.receive.spool import Spool, StagingFile
+from apolo_node.receive.spool import Spool, StagingFile, spool_failed
+from apolo_node.receive.walk import Malformed, Walked, is_explicit_vr, walk
 
 log = get_logger("receive")
-UNDEFINED_LENGTH = 0xFFFFFFFF
 PREAMBLE_AND_PREFIX = 132
-GROUP_LENGTH_ELEMENT = 12  # (0002,0000) UL, explicit VR: tag, VR, length, value
+TRANSFER_SYNTAX = 0x00020010
+NUMBER_OF_FRAMES = 0x00280008
+PHOTOMETRIC_INTERPRETATION = 0x00280004
+INFLATE_SLICE = 1 << 20  # most inflated bytes held in memory at once
+TOO_LARGE = "data set is larger than max_instance_size"
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+Raw = bytes | mmap.mmap  # a received instance is its staged file, mapped: never read whole into memory
 
 
 class StoreStatus(enum.IntEnum):
@@ -62,6 +66,25 @@ class UnreadableDataset(ValueError):
     """The bytes are not a complete, usable DICOM dataset; the message says which rule failed."""
 
 
+class TooLarge(UnreadableDataset):
+    """The data set is over ``[receive] max_instance_size``: 0xA700, not 0xC000."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one instance may ask of the receiver: ``[receive] max_depth`` and ``max_instance_size``."""
+
+    max_depth: int
+    max_size: int
+
+    @classmethod
+    def from_settings(cls, settings: ReceiveSettings) -> Limits:
+        return cls(max_depth=settings.max_depth, max_size=settings.max_instance_size)
+
+
+DEFAULT_LIMITS = Limits.from_settings(ReceiveSettings())
+
+
 @dataclass(frozen=True)
 class Identifiers:
     """The original UIDs and modality of a dataset (PHI side: never log these)."""
@@ -81,64 +104,146 @@ _WANTED = {
     0x00080016: "SOPClassUID",
     0x00080060: "Modality",
 }
+_PIXEL_MODULE = {
+    0x00280010: "Rows",
+    0x00280011: "Columns",
+    0x00280002: "SamplesPerPixel",
+    0x00280100: "BitsAllocated",
+    NUMBER_OF_FRAMES: "NumberOfFrames",
+    PHOTOMETRIC_INTERPRETATION: "PhotometricInterpretation",
+}
+_COPIED = frozenset(_WANTED) | frozenset(_PIXEL_MODULE)
 
 
-def read_identifiers(raw: bytes) -> Identifiers:
-    """Parse a Part 10 byte stream far enough to know it is whole and what it is.
+def read_identifiers(raw: Raw, limits: Limits = DEFAULT_LIMITS) -> Identifiers:
+    """Walk a Part 10 byte stream once, to its last byte, and say what it is.
 
-    A stream with a well-formed file meta group is walked once, element by element, which is
-    what lets the receiver keep pace with a PACS; anything unusual (deflated, a private transfer
-    syntax, a file meta group without its length) is read by ``dcmread`` instead.
+    Raises ``UnreadableDataset`` (0xC000) unless the file meta and the data set parse whole, nest
+    no deeper than ``limits.max_depth``, and a native image's Pixel Data holds all its pixels;
+    ``TooLarge`` (0xA700) for a data set over ``limits.max_size`` bytes (inflated, if deflated).
+    No value is decoded but the few identifiers, so this keeps pace with a PACS.
     """
-    fp = BytesIO(raw)
+    if len(raw) < PREAMBLE_AND_PREFIX or raw[128:PREAMBLE_AND_PREFIX] != b"DICM":
+        raise UnreadableDataset("not a DICOM Part 10 stream (no DICM prefix)")
     try:
-        read_preamble(fp, False)
-        meta = {
-            int(elem.tag): elem.value
-            for elem in data_element_generator(fp, False, True, stop_when=_past_file_meta)
-        }
-    except Exception as exc:  # pydicom raises many types for bad input
-        raise UnreadableDataset(f"not a decodable DICOM Part 10 stream ({type(exc).__name__})") from None
-    syntax = UID(_text(meta.get(0x00020010)))
-    group_length = meta.get(0x00020000)
-    if (
-        syntax == DeflatedExplicitVRLittleEndian
-        or not syntax.is_transfer_syntax
-        or not isinstance(group_length, bytes)
-        or len(group_length) != 4
-        or fp.tell() != PREAMBLE_AND_PREFIX + GROUP_LENGTH_ELEMENT + int.from_bytes(group_length, "little")
-    ):
-        return _read_identifiers_with_dcmread(raw)
-    values: dict[str, str] = {}
-    for elem in _top_level_elements(fp, syntax, len(raw)):
-        keyword = _WANTED.get(int(elem.tag))
-        if keyword is not None:
-            values[keyword] = _text(elem.value)
+        meta = walk(
+            raw, PREAMBLE_AND_PREFIX, implicit=False, little_endian=True,
+            max_depth=limits.max_depth, wanted=(TRANSFER_SYNTAX,), stop_at_group=0x0002,
+        )
+    except Malformed as exc:
+        raise UnreadableDataset(f"file meta: {exc}") from None
+    syntax = UID(_text(meta.values.get(TRANSFER_SYNTAX)))
+    if not syntax:
+        raise UnreadableDataset("file meta has no TransferSyntaxUID")
+    if len(raw) - meta.end > limits.max_size:
+        raise TooLarge(TOO_LARGE)
+    if syntax == DeflatedExplicitVRLittleEndian:
+        with _Inflated(memoryview(raw)[meta.end :], limits.max_size) as inflated:
+            return _identifiers(inflated, 0, syntax, limits)
+    return _identifiers(raw, meta.end, syntax, limits)
+
+
+def _identifiers(buf: Raw, start: int, syntax: UID, limits: Limits) -> Identifiers:
+    """Walk the data set at ``buf[start:]``, encoded in ``syntax``, and check what it holds."""
+    if syntax.is_transfer_syntax:
+        implicit, little_endian = bool(syntax.is_implicit_VR), bool(syntax.is_little_endian)
+    else:  # a private syntax (only ingest meets one: it is never negotiated): guess as pydicom does
+        implicit, little_endian = not is_explicit_vr(buf, start), True
+    try:
+        walked = walk(
+            buf, start, implicit=implicit, little_endian=little_endian,
+            max_depth=limits.max_depth, wanted=_COPIED,
+        )
+    except Malformed as exc:
+        raise UnreadableDataset(str(exc)) from None
+    if syntax.is_transfer_syntax and not syntax.is_encapsulated:
+        _check_native_pixel_data(walked, little_endian)
+    values = {keyword: _text(walked.values.get(tag)) for tag, keyword in _WANTED.items()}
     for keyword in REQUIRED_UIDS:
-        _require_uid(keyword, values.get(keyword, ""))
+        _require_uid(keyword, values[keyword])
     return Identifiers(
         values["StudyInstanceUID"],
         values["SeriesInstanceUID"],
         values["SOPInstanceUID"],
         values["SOPClassUID"],
         str(syntax),
-        values.get("Modality", "")[:16] or None,
+        values["Modality"][:16] or None,
     )
 
 
-def _top_level_elements(fp: BytesIO, syntax: UID, size: int) -> Iterator[RawDataElement | DataElement]:
-    """The data set's top-level elements from ``fp`` on, each checked to lie inside the stream."""
-    try:
-        for elem in data_element_generator(
-            fp, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=256
-        ):
-            if elem.length != UNDEFINED_LENGTH and elem.value_tell + elem.length > size:
-                raise UnreadableDataset(f"data set is truncated inside element {elem.tag}")
-            yield elem
-    except UnreadableDataset:
-        raise
-    except Exception as exc:
-        raise UnreadableDataset(f"data set is malformed or truncated ({type(exc).__name__})") from None
+class _Inflated:
+    """A deflated data set (PS3.5 A.5) inflated into an unnamed temporary file and mapped, a
+    slice at a time, never past ``max_size`` bytes: a deflate bomb costs neither memory nor disk."""
+
+    def __init__(self, deflated: memoryview, max_size: int) -> None:
+        self._file = tempfile.TemporaryFile()
+        self._map: mmap.mmap | None = None
+        try:
+            self._inflate(deflated, max_size)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _inflate(self, deflated: memoryview, max_size: int) -> None:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total = 0
+        tail: bytes | memoryview = deflated
+        try:
+            while tail and not inflater.eof:
+                piece = inflater.decompress(tail, INFLATE_SLICE)
+                total += len(piece)
+                if total > max_size:
+                    raise TooLarge(f"{TOO_LARGE} once inflated")
+                self._file.write(piece)
+                tail = inflater.unconsumed_tail
+        except zlib.error:
+            raise UnreadableDataset("deflated data set cannot be inflated") from None
+        if not inflater.eof:
+            raise UnreadableDataset("deflated data set is truncated")
+        self._file.flush()
+        if total:
+            self._map = mmap.mmap(self._file.fileno(), total, access=mmap.ACCESS_READ)
+
+    def __enter__(self) -> Raw:
+        return self._map if self._map is not None else b""
+
+    def __exit__(self, *exc: object) -> None:
+        if self._map is not None:
+            self._map.close()
+        self._file.close()
+
+
+def _check_native_pixel_data(walked: Walked, little_endian: bool) -> None:
+    """Refuse native Pixel Data shorter than its image (PS3.5 8.1.1), or encapsulated in a
+    native syntax; longer (padded) is let through, and so is no Pixel Data (SR, PR, KO)."""
+    if walked.pixel_encapsulated:
+        raise UnreadableDataset("Pixel Data is encapsulated in a native transfer syntax")
+    if walked.pixel_length is None:
+        return
+    us = struct.Struct("<H" if little_endian else ">H")
+    module: dict[str, int] = {}
+    for tag, keyword in _PIXEL_MODULE.items():
+        value = walked.values.get(tag)
+        if value is None or tag == PHOTOMETRIC_INTERPRETATION:
+            continue
+        if tag == NUMBER_OF_FRAMES:
+            try:
+                module[keyword] = max(int(_text(value) or "1"), 0)
+            except ValueError:
+                raise UnreadableDataset("NumberOfFrames is not an integer string") from None
+        elif len(value) >= 2:
+            module[keyword] = us.unpack_from(value)[0]
+    for keyword in ("Rows", "Columns", "BitsAllocated"):
+        if keyword not in module:
+            raise UnreadableDataset(f"Pixel Data without {keyword}")
+    bits = module["Rows"] * module["Columns"] * module.get("SamplesPerPixel", 1)
+    bits *= module.get("NumberOfFrames", 1) * module["BitsAllocated"]
+    if _text(walked.values.get(PHOTOMETRIC_INTERPRETATION)) == "YBR_FULL_422":
+        bits = bits // 3 * 2  # each pair of pixels shares its two chroma samples
+    if walked.pixel_length < (bits + 7) // 8:
+        raise UnreadableDataset(
+            "Pixel Data is shorter than Rows x Columns x SamplesPerPixel x NumberOfFrames x BitsAllocated"
+        )
 
 
 def _require_uid(keyword: str, value: str) -> None:
@@ -148,78 +253,28 @@ def _require_uid(keyword: str, value: str) -> None:
         raise UnreadableDataset(f"{keyword} is not a valid UID")
 
 
-def _past_file_meta(tag: int, vr: str | None, length: int) -> bool:
-    return tag >> 16 != 0x0002
-
-
-def _text(value: object) -> str:
-    """A string element's raw bytes as text, without its padding (None if deferred: too long)."""
-    if not isinstance(value, bytes):
+def _text(value: bytes | None) -> str:
+    """A string element's raw bytes as text, without its padding."""
+    if value is None:
         return ""
     return value.decode("ascii", "replace").strip(" \x00")
-
-
-def _read_identifiers_with_dcmread(raw: bytes) -> Identifiers:
-    try:
-        ds = dcmread(BytesIO(raw), defer_size=256)
-    except Exception as exc:  # pydicom raises many types for bad input
-        raise UnreadableDataset(f"not a decodable DICOM Part 10 stream ({type(exc).__name__})") from None
-    _check_complete(ds, raw)
-    values: dict[str, str] = {}
-    for keyword in REQUIRED_UIDS:
-        try:
-            value = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
-        except Exception:
-            raise UnreadableDataset(f"{keyword} cannot be decoded") from None
-        _require_uid(keyword, value)
-        values[keyword] = value
-    meta = getattr(ds, "file_meta", None)
-    syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
-    if not syntax:
-        raise UnreadableDataset("file meta has no TransferSyntaxUID")
-    try:
-        modality = str(ds.get("Modality", "") or "").strip()[:16] or None
-    except Exception:
-        modality = None
-    return Identifiers(
-        values["StudyInstanceUID"],
-        values["SeriesInstanceUID"],
-        values["SOPInstanceUID"],
-        values["SOPClassUID"],
-        syntax,
-        modality,
-    )
-
-
-def _check_complete(ds: Dataset, raw: bytes) -> None:
-    """Refuse a stream cut short: walk every top-level element and check it lies inside it."""
-    meta = ds.file_meta
-    syntax = UID(str(meta.get("TransferSyntaxUID", "")))
-    group_length = meta.get("FileMetaInformationGroupLength")
-    if syntax == DeflatedExplicitVRLittleEndian or group_length is None or not syntax.is_transfer_syntax:
-        return
-    fp = BytesIO(raw)
-    fp.seek(PREAMBLE_AND_PREFIX + GROUP_LENGTH_ELEMENT + int(group_length))
-    for _ in _top_level_elements(fp, syntax, len(raw)):
-        pass
-
-
-def _spool_failed(exc: OSError) -> str:
-    return f"spool write failed ({exc.__class__.__name__} errno {exc.errno})"
 
 
 class InstanceStore:
     """Turns received bytes into a durable spool file and a catalog row, or a failure status."""
 
-    def __init__(self, spool: Spool, engine: Engine, mapper: UIDMapper) -> None:
+    def __init__(
+        self, spool: Spool, engine: Engine, mapper: UIDMapper, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
         self.spool = spool
         self.engine = engine
         self.mapper = mapper
+        self.limits = limits
         self._stager = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-stage")
 
     def store(
         self,
-        raw: bytes,
+        raw: Raw,
         *,
         calling_aet: str | None = None,
         affected_sop_class: str | None = None,
@@ -263,14 +318,16 @@ class InstanceStore:
 
     def _store(
         self,
-        raw: bytes,
+        raw: Raw,
         calling_aet: str | None,
         affected_sop_class: str | None,
         affected_sop_instance: str | None,
         staged: StagingFile | None,
     ) -> StoreResult:
         try:
-            ids = read_identifiers(raw)
+            ids = read_identifiers(raw, self.limits)
+        except TooLarge as exc:
+            return StoreResult(StoreStatus.OUT_OF_RESOURCES, str(exc))
         except UnreadableDataset as exc:
             return StoreResult(StoreStatus.CANNOT_UNDERSTAND, str(exc))
         if affected_sop_class and affected_sop_class != ids.sop_class_uid:
@@ -315,7 +372,7 @@ class InstanceStore:
             new = record_instance(self.engine, record, before_commit=place)
         except OSError as exc:  # staging or placing the file failed: the transaction wrote nothing
             self._discard(staging)
-            return StoreResult(StoreStatus.OUT_OF_RESOURCES, _spool_failed(exc), study, sop)
+            return StoreResult(StoreStatus.OUT_OF_RESOURCES, spool_failed(exc), study, sop)
         except Exception as exc:
             self._discard(staging)
             if placed:
