@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import re
+import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless, generate_uid
 
 from apolo_node import config
-from apolo_node.deid import Deidentifier, deidentify_paths
+from apolo_node.deid import DeidError, Deidentifier, clean_instance, deidentify_paths
 from apolo_node.deid import actions
+from apolo_node.deid.command import DUPLICATE_REASON
+from apolo_node.deid.depth import TooDeep, dataset_sequence_depth, file_sequence_depth
+from tests.deep_nesting import deep_content_file, nested_dataset
 from tests.peer_fixtures import dciodvfy_errors
 from tests.synthetic import ct_slice, new_marker, write_study
 
@@ -146,3 +152,74 @@ def test_the_default_config_needs_a_key(tmp_path):
     deid = Deidentifier.from_config(cfg_)  # makes the key file on first use
     assert (tmp_path / "spool" / "secrets" / "deid.key").exists()
     assert "key" not in repr(deid).replace("<key hidden>", "")
+
+
+def test_inputs_sharing_a_sop_instance_uid_keep_the_first_and_skip_the_rest(tmp_path):
+    """One image in two encodings: a PACS keeps the instance it holds; nothing is overwritten."""
+    study = write_study(tmp_path / "in", series=1, per_series=2)
+    first = dcmread(study.files[0])
+    first.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    first.save_as(tmp_path / "in" / "zz_same_instance_implicit.dcm", enforce_file_format=True)
+    summary = deidentify_paths([tmp_path / "in"], tmp_path / "out", cfg())
+    assert (summary.written, summary.quarantined, summary.skipped) == (2, 0, 1)
+    [duplicate] = [o for o in summary.outcomes if o.status == "skipped"]
+    assert duplicate.source.name == "zz_same_instance_implicit.dcm"
+    assert duplicate.reason == DUPLICATE_REASON
+    [kept] = [o for o in summary.outcomes if o.status == "written" and o.output == duplicate.output]
+    assert kept.source == study.files[0]
+    assert dcmread(kept.output).file_meta.TransferSyntaxUID != ImplicitVRLittleEndian, "the first kept"
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 2
+    again = deidentify_paths([tmp_path / "in"], tmp_path / "out", cfg())
+    assert (again.written, again.skipped) == (2, 1), "a second run rewrites its own outputs only"
+
+
+def test_a_file_deeper_than_max_depth_is_quarantined_from_its_bytes(tmp_path):
+    """250 and 20,000 deep, defined and undefined lengths: quick, flat memory, no RecursionError."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for depth in (33, 250, 20_000):
+        for undefined in (False, True):
+            deep_content_file(folder / f"deep_{depth}_{undefined}.dcm", depth, undefined=undefined)
+    deep_content_file(folder / "at_the_limit.dcm", 32)
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        summary = deidentify_paths([folder], tmp_path / "out", cfg(), tmp_path / "quarantine")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 20
+    assert peak < 50 * 2**20
+    assert (summary.written, summary.quarantined) == (1, 6)
+    reasons = {o.source.name: o.reason for o in summary.outcomes if o.status == "quarantined"}
+    assert set(reasons.values()) == {r"sequences nest deeper than [deid] max_depth (32)"}
+    assert len(list((tmp_path / "quarantine").glob("*.reason.txt"))) == 6
+
+
+@pytest.mark.parametrize("depth", [33, 20_000])
+def test_a_dataset_deeper_than_max_depth_is_refused_before_any_recursion(depth):
+    with pytest.raises(DeidError, match=r"deeper than \[deid\] max_depth \(32\)"):
+        clean_instance(nested_dataset(depth), Deidentifier(KEY.encode()))
+    with pytest.raises(TooDeep, match=r"max_depth \(32\)"):
+        Deidentifier(KEY.encode())(nested_dataset(depth))
+
+
+def test_max_depth_is_a_setting_and_the_limit_itself_is_cleaned(tmp_path):
+    clean = clean_instance(nested_dataset(32), Deidentifier(KEY.encode()))
+    assert b"deep text" not in clean.encoded
+    shallow = Deidentifier.from_config(config.replace(cfg(), deid={"key": KEY, "max_depth": 4}))
+    with pytest.raises(DeidError, match=r"max_depth \(4\)"):
+        clean_instance(nested_dataset(5), shallow)
+    clean_instance(nested_dataset(4), shallow)
+
+
+def test_sequence_depth_counts_match_pydicom_on_its_own_test_files():
+    """The byte walker and the data set walker agree on every readable bundled file."""
+    checked = 0
+    for name in ("CT_small.dcm", "MR_small.dcm", "image_dfl.dcm", "SC_rgb_jpeg.dcm",
+                 "emri_small_big_endian.dcm", "rtplan.dcm", "rtdose.dcm", "reportsi.dcm", "JPEG2000.dcm"):
+        path = Path(get_testdata_file(name))
+        expected = dataset_sequence_depth(dcmread(path), 1000)
+        assert file_sequence_depth(path, 1000) == expected, name
+        checked += expected > 0
+    assert checked >= 3, "some of them have sequences"

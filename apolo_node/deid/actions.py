@@ -4,6 +4,12 @@
 disk and never changes its input. UIDs go through :class:`apolo_node.pseudonym.UIDMapper`, so
 every reference between instances (Study, Series, SOP Instance, Frame of Reference, Referenced
 SOP Instance UIDs in nested sequences) maps to the same pseudonym under the same key.
+
+Before any of that, the depth of the data set's sequences is counted without recursion
+(:mod:`apolo_node.deid.depth`): an instance nested deeper than ``max_depth`` is refused with
+:class:`TooDeep`, since copying and writing it would recurse without bound. ``D`` on a sequence
+gives one item of dummies, and Content Sequence is cleaned item by item under the Clean
+Structured Content option (see :mod:`apolo_node.deid.profile` for both rules).
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
-from apolo_node.config import Config
+from apolo_node.config import Config, DeidSettings
 from apolo_node.deid.dates import shift_da, shift_days, shift_dt
+from apolo_node.deid.depth import check_depth
 from apolo_node.deid.patient import PatientPseudonym, patient_key
-from apolo_node.deid.profile import BASIC_PROFILE_CODE, Action, Option, Profile
+from apolo_node.deid.profile import BASIC_PROFILE_CODE, Action, Option, Profile, is_repeating_group
 from apolo_node.pseudonym import UIDMapper, load_key
 
 STANDARD_UID_ROOT = "1.2.840.10008."
@@ -97,21 +104,37 @@ class _Patient:
 class Deidentifier:
     """PS3.15 Annex E Basic Application Confidentiality Profile with options, under one key."""
 
-    def __init__(self, key: bytes, options: Iterable[str | Option] | Profile = ()) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        options: Iterable[str | Option] | Profile = (),
+        max_depth: int = DeidSettings.max_depth,
+    ) -> None:
         self.uids = UIDMapper(key)  # checks the key's length
         self._key = bytes(key)
         self.profile = options if isinstance(options, Profile) else Profile(options)
+        if max_depth < 1:
+            raise ValueError(f"max_depth must be at least 1, got {max_depth}")
+        self.max_depth = max_depth
 
     @classmethod
     def from_config(cls, cfg: Config) -> Deidentifier:
-        """The de-identifier for ``[deid] key`` (or key file) and ``[deid] options``."""
-        return cls(load_key(cfg), cfg.deid.options)
+        """The de-identifier for ``[deid] key`` (or key file), ``options`` and ``max_depth``."""
+        return cls(load_key(cfg), cfg.deid.options, cfg.deid.max_depth)
 
     def __repr__(self) -> str:  # never show the key
         return f"Deidentifier(<key hidden>, {self.profile!r})"
 
+    def __reduce__(self) -> tuple[type, tuple[bytes, list[str], int]]:
+        """Pickled as its arguments (for a worker process): the profile is rebuilt there."""
+        return (Deidentifier, (self._key, sorted(o.value for o in self.profile.options), self.max_depth))
+
     def __call__(self, ds: Dataset) -> Dataset:
-        """A de-identified copy of ``ds`` (file meta rebuilt, Patient pseudonyms, method recorded)."""
+        """A de-identified copy of ``ds`` (file meta rebuilt, Patient pseudonyms, method recorded).
+
+        Raises :class:`~apolo_node.deid.depth.TooDeep` first when its sequences nest too deep.
+        """
+        check_depth(ds, self.max_depth)
         pkey = patient_key(ds)
         patient = _Patient(
             pseudonym=PatientPseudonym.derive(self._key, pkey),
@@ -150,7 +173,9 @@ class Deidentifier:
         if elem.VR == "SQ":
             if action is Action.EMPTY:
                 elem.value = Sequence()
-            else:  # K, D, U (X/Z/U*), C (clean structured content): keep, clean the items
+            elif action is Action.DUMMY:
+                elem.value = Sequence([self._dummy_item(elem.value[0])] if len(elem.value) else [])
+            else:  # K, U (X/Z/U*), C (clean structured content): keep, clean the items
                 for item in elem.value:
                     self._clean(item, patient)
             return
@@ -174,6 +199,26 @@ class Deidentifier:
                 elem.value = DUMMY_BY_VR[elem.VR]
             else:
                 elem.value = None
+
+    def _dummy_item(self, item: Dataset) -> Dataset:
+        """D on a sequence: ``item``'s standard elements, each value the dummy for its VR.
+
+        UIDs are remapped (standard ones kept) so that the item stays valid; a nested sequence
+        is reduced to one such item; private elements, group lengths and overlays are dropped.
+        """
+        out = Dataset()
+        for tag in item.keys():
+            if tag.is_private or tag.element == 0 or is_repeating_group(tag):
+                continue
+            vr = element_vr(item, tag)
+            value = item[tag].value
+            if vr == "SQ":
+                out.add_new(tag, vr, [self._dummy_item(value[0])] if value else [])
+            elif vr == "UI":
+                out.add_new(tag, vr, _each(value, self._remap))
+            else:
+                out.add_new(tag, vr, DUMMY_BY_VR.get(vr))
+        return out
 
     def _remap(self, value: str) -> str:
         value = str(value).strip().rstrip("\x00")

@@ -8,6 +8,12 @@ holds no PHI, and copied to the quarantine folder when the caller gives one. Pix
 through untouched, except in instances whose pixels policy says to scan
 (:func:`pixel_scan_reason`): their burned-in text is blacked out first
 (:func:`redact_burned_in_text`), or the instance is refused.
+
+Hostile input is normal input: a file whose sequences nest deeper than ``[deid] max_depth`` is
+quarantined from its bytes, before pydicom (which recurses) reads it. Inputs that share a SOP
+Instance UID (one image in several encodings) would be written to one path, each over the
+last: the first written is kept and each later one is skipped with the reason
+:data:`DUPLICATE_REASON`, as a PACS keeps the instance it already holds.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pydicom.errors import InvalidDicomError
 from apolo_node.config import Config
 from apolo_node.durable import write_atomic
 from apolo_node.deid.actions import Deidentifier
+from apolo_node.deid.depth import TooDeep, check_depth, check_file_depth
 from apolo_node.deid.burnedin import BurnedInTextError, redact_burned_in_text
 from apolo_node.deid.overlays import EmbeddedOverlayError, clear_embedded_overlays
 from apolo_node.deid.pixels import pixel_scan_reason
@@ -34,6 +41,7 @@ from apolo_node.deid.profile import Option
 from apolo_node.deid.verify import PHILeakError, encode, verify_deidentified
 
 MEDIA_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
+DUPLICATE_REASON = "duplicate SOP Instance UID of an input already written"
 
 
 class DeidError(Exception):
@@ -80,6 +88,10 @@ class DeidSummary:
 
 def clean_instance(ds: Dataset, deidentifier: Deidentifier) -> CleanInstance:
     """De-identify, encode and verify one instance; raise DeidError (no PHI) on any failure."""
+    try:
+        check_depth(ds, deidentifier.max_depth)  # before anything that recurses
+    except TooDeep as exc:
+        raise DeidError(str(exc)) from None
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         if not str(ds.get(keyword, "") or "").strip():
             raise DeidError(f"{keyword} is missing or empty; the instance cannot be named")
@@ -114,6 +126,30 @@ def clean_instance(ds: Dataset, deidentifier: Deidentifier) -> CleanInstance:
     return CleanInstance(dataset=out, encoded=encoded, relative_path=path)
 
 
+def read_instance(path: Path, max_depth: int) -> Dataset:
+    """``dcmread`` of a Part 10 file, once its bytes show sequences no deeper than ``max_depth``.
+
+    Raises :class:`TooDeep` before pydicom (whose reader recurses) sees a deeper file.
+    """
+    check_file_depth(path, max_depth)
+    return dcmread(path)
+
+
+def clean_file(path: Path, deidentifier: Deidentifier) -> CleanInstance:
+    """Read (depth checked first), de-identify, encode and verify a spooled instance.
+
+    Any failure is a DeidError whose reason names the rule, never a value.
+    """
+    with disable_value_validation():  # pydicom's warnings quote the invalid (identifying) value
+        try:
+            ds = read_instance(path, deidentifier.max_depth)
+        except TooDeep as exc:
+            raise DeidError(str(exc)) from None
+        except Exception as exc:
+            raise DeidError(f"spooled file unreadable ({type(exc).__name__})") from None
+        return clean_instance(ds, deidentifier)
+
+
 def deidentify_paths(
     inputs: list[Path], out_dir: Path, cfg: Config, quarantine_dir: Path | None = None
 ) -> DeidSummary:
@@ -125,8 +161,12 @@ def deidentify_paths(
     summary = DeidSummary()
     out_dir = Path(out_dir)
     avoid = [p.resolve() for p in (out_dir, quarantine_dir) if p is not None]
+    written: set[Path] = set()  # outputs of this run: a second input for one is not written
     for source in _files(inputs, avoid):
-        summary.add(_one(source, out_dir, deidentifier, quarantine_dir))
+        outcome = _one(source, out_dir, deidentifier, quarantine_dir, written)
+        if outcome.status == "written" and outcome.output is not None:
+            written.add(outcome.output)
+        summary.add(outcome)
     return summary
 
 
@@ -145,16 +185,22 @@ def _files(inputs: list[Path], avoid: list[Path]) -> Iterator[Path]:
                 yield here / name
 
 
-def _one(source: Path, out_dir: Path, deidentifier: Deidentifier, quarantine: Path | None) -> FileOutcome:
+def _one(
+    source: Path, out_dir: Path, deidentifier: Deidentifier, quarantine: Path | None,
+    written: set[Path],
+) -> FileOutcome:
     with disable_value_validation():  # pydicom's warnings quote the invalid (identifying) value
-        return _deidentify_file(source, out_dir, deidentifier, quarantine)
+        return _deidentify_file(source, out_dir, deidentifier, quarantine, written)
 
 
 def _deidentify_file(
-    source: Path, out_dir: Path, deidentifier: Deidentifier, quarantine: Path | None
+    source: Path, out_dir: Path, deidentifier: Deidentifier, quarantine: Path | None,
+    written: set[Path],
 ) -> FileOutcome:
     try:
-        ds = dcmread(source)
+        ds = read_instance(source, deidentifier.max_depth)
+    except TooDeep as exc:
+        return _quarantine(source, str(exc), quarantine)
     except InvalidDicomError:
         return FileOutcome(source, "skipped", "not a DICOM Part 10 file")
     except Exception as exc:
@@ -166,6 +212,8 @@ def _deidentify_file(
     except DeidError as exc:
         return _quarantine(source, str(exc), quarantine)
     target = out_dir / clean.relative_path
+    if target in written:
+        return FileOutcome(source, "skipped", DUPLICATE_REASON, output=target)
     write_atomic(target, clean.encoded, mode=0o644)
     return FileOutcome(source, "written", output=target)
 

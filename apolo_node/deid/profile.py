@@ -20,6 +20,19 @@ How codes resolve (the rule we document and test):
   its items, so cross references survive); a code with ``D`` -> ``D`` only for the attributes in
   :data:`REQUIRED_TYPE_1` (Type 1 in some standard IOD); otherwise a code with ``Z`` -> ``Z``
   (zero length is valid for Type 2 and Type 3); otherwise ``X``.
+* ``D`` on a sequence (Content Sequence, Graphic Annotation Sequence, Verifying Observer
+  Sequence, Person Identification Code Sequence, ...) means *one item of dummies*: the sequence
+  keeps a single item, built from the first, in which every value is replaced by the dummy for
+  its VR (UIDs remapped), nested sequences likewise reduced to one such item, private elements
+  dropped. A Type 1 sequence stays present and non-empty, as ``D`` requires, and nothing of the
+  original values remains; an empty sequence stays empty.
+* Structured content (PS3.15 E.3.3): Content Sequence is ``D`` without the Clean Structured
+  Content option; with it, ``C`` keeps the tree (relationships, value types, codes, measurements,
+  references) and cleans each item's values through their own rows: Person Name ``D``; DateTime
+  and Date shifted with the patient's other dates (Time kept beside them), or dummies without a
+  date option; UID remapped, standard UIDs kept. The free text the table
+  does not list (:data:`UNLISTED_FREE_TEXT`: Text Value, a graphic's Unformatted Text Value) is
+  replaced by a dummy wherever it appears, as we cannot clean free text.
 * Attributes the table does not list: private ones follow the table's private row; every element
   of the 50xx (curves) and 60xx (overlays) groups, group lengths and trailing padding are
   removed; PN values are removed; UI values are remapped (standard UIDs, and the UIDs of
@@ -71,6 +84,15 @@ def names_a_kind(tag: int) -> bool:
     keyword = keyword_for_tag(tag)
     return "ClassUID" in keyword or "TransferSyntax" in keyword or keyword in KIND_UID_KEYWORDS
 
+
+# Free text the table does not list, found in content items and graphic text objects: a dummy,
+# since free text may name anyone (Type 1 in a TEXT content item, so not removed).
+UNLISTED_FREE_TEXT = frozenset(
+    {
+        0x0040A160,  # Text Value (TEXT content items, acquisition context, specimens)
+        0x00700006,  # Unformatted Text Value (graphic annotation text objects)
+    }
+)
 
 # PS3.15 E.3.10 safe private attributes we keep under retain_safe_private: (group, private
 # creator, element byte). A short list of numeric diffusion parameters from Table E.3.10-1.
@@ -140,7 +162,7 @@ class Action(enum.Enum):
 
     REMOVE = "X"
     EMPTY = "Z"
-    DUMMY = "D"
+    DUMMY = "D"  # for a sequence: one item of dummies
     KEEP = "K"  # for a sequence: keep it and clean its items
     REMAP_UID = "U"  # for a sequence (X/Z/U*): keep it and clean its items
     SHIFT_DATE = "C"  # DA and DT under retain_long_modified_dates
@@ -183,7 +205,8 @@ def _resolve_combined(code: str, tag: int) -> str:
     return "Z" if "Z" in parts else "X"
 
 
-def _is_repeating_group(tag: int) -> bool:
+def is_repeating_group(tag: int) -> bool:
+    """Whether ``tag`` is in the 50xx (curves) or 60xx (overlays) repeating groups."""
     group = tag >> 16
     return 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF
 
@@ -249,8 +272,10 @@ class Profile:
         action = self._exact.get(int(tag))
         if action is not None:
             return action
-        if _is_repeating_group(tag) or tag.element == 0 or tag == 0xFFFCFFFC:
+        if is_repeating_group(tag) or tag.element == 0 or tag == 0xFFFCFFFC:
             return Action.REMOVE
+        if int(tag) in UNLISTED_FREE_TEXT:
+            return Action.DUMMY
         if vr == "PN":
             return Action.REMOVE
         if vr == "UI":

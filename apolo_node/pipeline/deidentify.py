@@ -8,6 +8,10 @@ reason that holds no PHI. It never reaches ``clean/``. With sending back enabled
 UIDs and Patient/Study module go to the encrypted vault first; either way the incoming file of
 a cleaned instance is then deleted, so no readable original is kept. The study ends
 ``deidentified`` (with a reason when some instances were quarantined) or ``quarantined``.
+
+Instances are cleaned one at a time in a child process (``deid.isolate``) under ``[deid]
+max_depth`` and ``instance_timeout``: what is too deep, too slow or kills the process is
+quarantined with that reason, never retried as a job.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from apolo_node.catalog.cleaning import (
 )
 from apolo_node.catalog.records import DEIDENTIFY
 from apolo_node.config import Config
-from apolo_node.deid import Deidentifier, DeidError, clean_instance
+from apolo_node.deid import Deidentifier, DeidError
+from apolo_node.deid.isolate import Interrupted, IsolatedCleaner
 from apolo_node.deid.quarantine import Quarantine
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
@@ -78,11 +83,16 @@ class Stopping(RuntimeError):
 
 
 def deidentify_study(
-    cfg: Config, engine: Engine, spool: Spool, deidentifier: Deidentifier,
+    cfg: Config, engine: Engine, spool: Spool, cleaner: IsolatedCleaner,
     job: jobs.ClaimedJob, worker: str, stop: threading.Event | None = None,
     vault: Vault | None = None,
 ) -> StudyOutcome:
-    """Clean every waiting instance of the job's study; settle the study's status."""
+    """Clean every waiting instance of the job's study; settle the study's status.
+
+    Each instance is cleaned in ``cleaner``'s child process: one nested deeper than ``[deid]
+    max_depth``, slower than ``instance_timeout`` or that kills its process is quarantined with
+    that reason at once, so a poison instance never fails (and re-runs) its study's job.
+    """
     clean = quarantined = 0
     for n, inst in enumerate(pending_instances(engine, job.study_id), start=1):
         if stop is not None and stop.is_set():
@@ -90,12 +100,9 @@ def deidentify_study(
         if n % HEARTBEAT_EVERY == 0 and not jobs.heartbeat(engine, job, worker, cfg.worker.lease):
             raise LostClaim(f"job {job.id} was claimed by another worker")
         try:
-            with disable_value_validation():  # pydicom's warnings quote values
-                try:
-                    ds = dcmread(spool.root / inst.path)
-                except Exception as exc:
-                    raise DeidError(f"spooled file unreadable ({type(exc).__name__})") from None
-                result = clean_instance(ds, deidentifier)
+            result = cleaner.clean(spool.root / inst.path, stop)
+        except Interrupted:
+            raise Stopping(f"job {job.id} interrupted by stop") from None
         except DeidError as exc:
             reason = str(exc)
             quarantine_instance(
@@ -109,7 +116,9 @@ def deidentify_study(
             )
             continue
         if vault is not None:  # before the clean file: a result can always find its way back
-            vault.put(job.study_uid, inst.sop_instance_uid, ds)
+            with disable_value_validation():  # pydicom's warnings quote values
+                original = dcmread(spool.root / inst.path, stop_before_pixels=True)
+            vault.put(job.study_uid, inst.sop_instance_uid, original)
         relative = f"{CLEAN}/{result.relative_path.as_posix()}"
         spool.write(relative, result.encoded)
         mark_clean(engine, inst.id, relative, study_date(result.dataset), body_part(result.dataset))
@@ -126,13 +135,21 @@ def deidentify_study(
 def run_once(
     cfg: Config, engine: Engine, spool: Spool, deidentifier: Deidentifier, worker: str,
     stop: threading.Event | None = None, vault: Vault | None = None,
+    cleaner: IsolatedCleaner | None = None,
 ) -> bool:
-    """Claim and do one job; False when there was none."""
+    """Claim and do one job; False when there was none.
+
+    Without a ``cleaner`` (a worker keeps one for all its jobs), one is started for this job.
+    """
     job = jobs.claim(engine, DEIDENTIFY, worker, cfg.worker.lease)
     if job is None:
         return False
     try:
-        deidentify_study(cfg, engine, spool, deidentifier, job, worker, stop, vault)
+        if cleaner is None:
+            with IsolatedCleaner(deidentifier, cfg.deid.instance_timeout) as own:
+                deidentify_study(cfg, engine, spool, own, job, worker, stop, vault)
+        else:
+            deidentify_study(cfg, engine, spool, cleaner, job, worker, stop, vault)
     except Stopping:
         jobs.release(engine, job, worker)
         return True
@@ -153,9 +170,10 @@ def watch(
     cfg: Config, engine: Engine, spool: Spool, deidentifier: Deidentifier,
     stop: threading.Event, vault: Vault | None = None, n: int = 0,
 ) -> None:
-    """Work ``deidentify`` jobs until ``stop`` is set."""
+    """Work ``deidentify`` jobs until ``stop`` is set, with one worker process for all of them."""
     worker = worker_name(n)
-    workers.work_until_stopped(
-        lambda: run_once(cfg, engine, spool, deidentifier, worker, stop, vault),
-        stop, cfg.worker.poll_interval, log, "deid.claim_failed",
-    )
+    with IsolatedCleaner(deidentifier, cfg.deid.instance_timeout) as cleaner:
+        workers.work_until_stopped(
+            lambda: run_once(cfg, engine, spool, deidentifier, worker, stop, vault, cleaner),
+            stop, cfg.worker.poll_interval, log, "deid.claim_failed",
+        )

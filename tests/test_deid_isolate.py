@@ -1,0 +1,53 @@
+"""The per-instance time cap: a slow instance is refused and its worker process replaced."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from pydicom import dcmread
+
+from apolo_node.deid import DeidError, Deidentifier
+from apolo_node.deid.isolate import Interrupted, IsolatedCleaner
+from tests.deep_nesting import deep_content_file
+from tests.dose_sr import dose_sr, slow_sr
+
+KEY = b"test-key-0123456789abcdef"
+
+
+def test_a_slow_instance_is_refused_at_the_time_cap_and_the_next_one_is_cleaned(tmp_path):
+    slow = slow_sr(tmp_path / "slow.dcm")
+    small = deep_content_file(tmp_path / "small.dcm", 2)
+    with IsolatedCleaner(Deidentifier(KEY), timeout=1.0) as cleaner:
+        started = time.monotonic()
+        with pytest.raises(DeidError, match=r"longer than \[deid\] instance_timeout \(1 s\)"):
+            cleaner.clean(slow)
+        assert time.monotonic() - started < 10, "refused at the cap, not when the work ends"
+        clean = cleaner.clean(small)
+    assert clean.relative_path.suffix == ".dcm"
+    assert b"Deep^Nesting" not in clean.encoded
+    assert "PixelData" not in clean.dataset, "pixels travel encoded only"
+
+
+def test_refusals_in_the_worker_come_back_as_their_reason(tmp_path):
+    deep = deep_content_file(tmp_path / "deep.dcm", 20_000, undefined=True)
+    garbage = tmp_path / "garbage.dcm"
+    garbage.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)
+    with IsolatedCleaner(Deidentifier(KEY), timeout=30) as cleaner:
+        with pytest.raises(DeidError, match=r"^sequences nest deeper than \[deid\] max_depth \(32\)$"):
+            cleaner.clean(deep)
+        with pytest.raises(DeidError, match=r"unreadable|missing"):
+            cleaner.clean(garbage)
+
+
+def test_a_stop_interrupts_the_wait_without_refusing_the_instance(tmp_path):
+    slow = slow_sr(tmp_path / "slow.dcm")
+    stop = threading.Event()
+    with IsolatedCleaner(Deidentifier(KEY), timeout=60) as cleaner:
+        threading.Timer(0.5, stop.set).start()
+        started = time.monotonic()
+        with pytest.raises(Interrupted):
+            cleaner.clean(slow, stop)
+        assert time.monotonic() - started < 10
+    assert dcmread(slow).SOPClassUID == dose_sr().SOPClassUID, "the input is untouched"
