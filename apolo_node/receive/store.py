@@ -138,7 +138,7 @@ def read_identifiers(raw: Raw, limits: Limits = DEFAULT_LIMITS) -> Identifiers:
     if len(raw) - meta.end > limits.max_size:
         raise TooLarge(TOO_LARGE)
     if syntax == DeflatedExplicitVRLittleEndian:
-        with _Inflated(memoryview(raw)[meta.end :], limits.max_size) as inflated:
+        with _Inflated(raw, meta.end, limits.max_size) as inflated:
             return _identifiers(inflated, 0, syntax, limits)
     return _identifiers(raw, meta.end, syntax, limits)
 
@@ -175,11 +175,12 @@ class _Inflated:
     """A deflated data set (PS3.5 A.5) inflated into an unnamed temporary file and mapped, a
     slice at a time, never past ``max_size`` bytes: a deflate bomb costs neither memory nor disk."""
 
-    def __init__(self, deflated: memoryview, max_size: int) -> None:
+    def __init__(self, raw: Raw, start: int, max_size: int) -> None:
         self._file = tempfile.TemporaryFile()
         self._map: mmap.mmap | None = None
-        try:
-            self._inflate(deflated, max_size)
+        try:  # the views are released on the way out, so that a mapped ``raw`` can be closed
+            with memoryview(raw) as whole, whole[start:] as deflated:
+                self._inflate(deflated, max_size)
         except BaseException:
             self._file.close()
             raise
