@@ -228,6 +228,7 @@ def deid(
 ) -> None:
     """De-identify files or a folder with the configured PS3.15 profile, on their own."""
     from apolo_node.deid import Profile, deidentify_paths
+    from apolo_node.deid.command import DUPLICATE_REASON
 
     cfg = load_config(config)
     Profile(cfg.deid.options)  # a bad option name is bad input, before any file is read
@@ -235,6 +236,7 @@ def deid(
         raise BadInput(f"OUT {out} must not be inside IN {source}")
     summary = deidentify_paths([source], out, cfg, quarantine_dir=quarantine)
     not_written = [o for o in summary.outcomes if o.status == "quarantined"]
+    duplicates = [o for o in summary.outcomes if o.reason == DUPLICATE_REASON]
     if json_out:
         typer.echo(
             json.dumps(
@@ -244,16 +246,19 @@ def deid(
                     "skipped": summary.skipped,
                     "outputs": [str(o.output) for o in summary.outcomes if o.status == "written"],
                     "refused": [{"path": str(o.source), "reason": o.reason} for o in not_written],
+                    "duplicates": [{"path": str(o.source), "reason": o.reason} for o in duplicates],
                 }
             )
         )
     else:
         typer.echo(
             f"written {summary.written}, quarantined {summary.quarantined}, "
-            f"not DICOM {summary.skipped}"
+            f"duplicates {len(duplicates)}, not DICOM {summary.skipped - len(duplicates)}"
         )
         for o in not_written:
             typer.echo(f"quarantined {o.source}: {o.reason}", err=True)
+        for o in duplicates:
+            typer.echo(f"skipped {o.source}: {o.reason}", err=True)
     if not_written:
         raise typer.Exit(EXIT_FAILED)
 

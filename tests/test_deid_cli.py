@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.uid import ImplicitVRLittleEndian
 
 from apolo_node.config import Config
 from tests.conftest import make_config
@@ -54,3 +55,20 @@ def test_deid_refuses_bad_options_and_out_inside_in(tmp_path: Path) -> None:
     done = apolo(cfg, "deid", str(tmp_path / "in"), str(tmp_path / "out"), "--config", str(bad))
     assert done.returncode == 2
     assert "unknown option 'clean_pixels'" in done.stderr
+
+
+def test_deid_reports_inputs_sharing_a_sop_instance_uid_as_duplicates(cfg: Config, tmp_path: Path) -> None:
+    study = write_study(tmp_path / "in", series=1, per_series=2)
+    copy = dcmread(study.files[1])
+    copy.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    copy.save_as(tmp_path / "in" / "zz_copy.dcm", enforce_file_format=True)
+    (tmp_path / "in" / "notes.txt").write_text("not DICOM")
+    done = apolo(cfg, "deid", str(tmp_path / "in"), str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "written 2, quarantined 0, duplicates 1, not DICOM 1"
+    assert f"skipped {tmp_path / 'in' / 'zz_copy.dcm'}: duplicate SOP Instance UID" in done.stderr
+    listed = apolo(cfg, "deid", str(tmp_path / "in"), str(tmp_path / "out2"), "--json")
+    result = json.loads(listed.stdout)
+    assert (result["written"], result["skipped"]) == (2, 2)
+    assert [d["path"] for d in result["duplicates"]] == [str(tmp_path / "in" / "zz_copy.dcm")]
+    assert len(list((tmp_path / "out2").rglob("*.dcm"))) == 2

@@ -12,6 +12,7 @@ from apolo_node.catalog.migrate import require_head
 from apolo_node.catalog.records import queue_stable_studies
 from apolo_node.config import Config
 from apolo_node.deid import Deidentifier
+from apolo_node.deid.isolate import IsolatedCleaner
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
 from apolo_node.pipeline import deidentify, describe
@@ -80,10 +81,12 @@ def ingest(cfg: Config, paths: list[Path]) -> IngestSummary:
             deidentifier = Deidentifier.from_config(cfg)
             vault = Vault.from_config(cfg) if cfg.send.enabled else None
             spool = Spool(cfg.spool_root)
-            while deidentify.run_once(
-                cfg, engine, spool, deidentifier, deidentify.worker_name(), vault=vault
-            ):
-                pass
+            with IsolatedCleaner(deidentifier, cfg.deid.instance_timeout) as cleaner:  # one child
+                while deidentify.run_once(
+                    cfg, engine, spool, deidentifier, deidentify.worker_name(), vault=vault,
+                    cleaner=cleaner,
+                ):
+                    pass
             backend = make_backend(cfg.vision)
             try:
                 while describe.run_once(engine, spool, backend, cfg, describe.worker_name()):
