@@ -3,10 +3,13 @@
 Every frame is decoded (:mod:`apolo_node.deid.frames`), made 8-bit for the OCR engine (rapidocr
 with onnxruntime, whose models ship in the wheel: nothing is downloaded), and every text line it
 finds is blacked out, with a margin of :data:`MARGIN` pixels, in the stored pixel values of that
-frame. Pixels outside those boxes keep their values. The redacted pixels are written back as
-native Explicit VR Little Endian, decoded again, checked equal to what was redacted, and OCR'd
-again; the instance is refused if any text is still found. An instance with no text keeps its
-Pixel Data exactly as received. Either way it leaves with Burned In Annotation NO.
+frame. Pixels outside those boxes keep their values. Each frame that had text is OCR'd again
+after its redaction: with the lines around it gone, the detector reads marks it passed over
+(a logo beside a name, a glyph next to a blacked-out line), and those are blacked out too, up to
+:data:`ROUNDS` rescans; the instance is refused if the last rescan still finds text. The redacted
+pixels are written back as native Explicit VR Little Endian, decoded again and checked equal to
+what was scanned clean. An instance with no text keeps its Pixel Data exactly as received.
+Either way it leaves with Burned In Annotation NO.
 
 Detections are kept when the recogniser's score reaches :data:`MIN_SCORE` and the box has the
 shape of text: rapidocr reads a plain bright disc (anatomy) as "0" or "O" with a frame-sized
@@ -34,6 +37,7 @@ MARGIN = 4  # pixels added around each text box on every side
 MIN_SCORE = 0.5  # lowest recogniser score kept (rapidocr's Global.text_score)
 SHORT_TEXT = 2  # characters: texts this short ...
 TALL_SHORT_TEXT = 0.1  # ... in a box taller than this share of the frame are anatomy
+ROUNDS = 3  # rescans after redaction; what each finds is blacked out before the next
 # rapidocr misses 18 px text on a 2048 x 2048 frame and finds it on a 1024 x 1024 crop: larger
 # frames are read in overlapping tiles. A line cut by a tile's edge is read in pieces, or not at
 # all, so tiles overlap by half: any line up to 512 px wide lies whole in one tile. The rescan
@@ -168,15 +172,23 @@ def _redact(ds: Dataset) -> tuple[Dataset, list[Box]]:
     if boxes:
         redacted = frames.copy()
         black = {f: black_value(ds, frames[f]) for f in {box.frame for box in boxes}}
-        for box in boxes:
-            redacted[box.frame, box.y0 : box.y1, box.x0 : box.x1] = black[box.frame]
+        found = boxes
+        for round_ in range(1, ROUNDS + 1):
+            for box in found:
+                redacted[box.frame, box.y0 : box.y1, box.x0 : box.x1] = black[box.frame]
+            # odd rounds read across the previous tiles' seams
+            phase = TILE_STEP // 2 if round_ % 2 else 0
+            found = find_text(ds, redacted, sorted({box.frame for box in found}), phase=phase)
+            if not found:
+                break
+            boxes = boxes + found
+        if found:
+            frames_left = sorted({box.frame + 1 for box in found})
+            raise BurnedInTextError(
+                f"text is still found after {ROUNDS} rounds of redaction on frame(s) {frames_left}"
+            )
         store_native(out, redacted)
-        written = decode_frames(out)
-        if not np.array_equal(written, redacted):
+        if not np.array_equal(decode_frames(out), redacted):
             raise BurnedInTextError("re-encoded pixel data differ from the redacted pixels")
-        still = find_text(out, written, sorted(black), phase=TILE_STEP // 2)
-        if still:
-            frames_left = sorted({box.frame + 1 for box in still})
-            raise BurnedInTextError(f"text is still found after redaction on frame(s) {frames_left}")
     out.BurnedInAnnotation = "NO"
     return out, boxes

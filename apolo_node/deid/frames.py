@@ -13,6 +13,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut
 from pydicom.uid import (
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -28,6 +29,10 @@ ALWAYS_LOSSY = {
     JPEGLSNearLossless: "ISO_14495_1",
 }
 OFFSET_TABLES = ("ExtendedOffsetTable", "ExtendedOffsetTableLengths")
+# VRs whose values pydicom keeps as raw bytes in the file's byte order (PS3.5 7.3): moving a
+# big endian dataset to little endian must swap them (palette LUT data, ...), pydicom does not.
+WORD_SIZES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+PIXEL_DATA = 0x7FE00010
 
 
 class PixelDataError(ValueError):
@@ -49,7 +54,11 @@ def decode_frames(ds: Dataset) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as exc:  # plugin and decoder messages may quote bytes: keep only the kind
-        raise PixelDataError(f"pixel data could not be decoded ({type(exc).__name__})") from None
+        syntax = _syntax(ds)
+        raise PixelDataError(
+            f"pixel data could not be decoded by the installed decoders "
+            f"({syntax.name or 'no transfer syntax'}, {type(exc).__name__})"
+        ) from None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if arr.ndim == (3 if samples > 1 else 2):
@@ -69,7 +78,7 @@ def ocr_image(ds: Dataset, frame: np.ndarray) -> np.ndarray:
     level shows), MONOCHROME1 inverted; colour is shifted down to 8 bits.
     """
     if photometric(ds) == "PALETTE COLOR":
-        frame = apply_color_lut(frame, ds)
+        frame = palette_colours(ds, frame)
         return (frame >> 8 if frame.dtype.itemsize > 1 else frame).astype(np.uint8)
     if frame.ndim == 3:
         shift = max(int(ds.get("BitsStored", 8) or 8) - 8, 0)
@@ -81,6 +90,24 @@ def ocr_image(ds: Dataset, frame: np.ndarray) -> np.ndarray:
         scaled = 255.0 - scaled
     gray = scaled.round().astype(np.uint8)
     return np.repeat(gray[..., np.newaxis], 3, axis=-1)
+
+
+def palette_colours(ds: Dataset, values: np.ndarray) -> np.ndarray:
+    """The RGB colours of PALETTE COLOR stored values.
+
+    pydicom 3.0's ``apply_color_lut`` reads (non-segmented) LUT Data in the machine's byte order
+    whatever the transfer syntax; a big endian dataset's tables are swapped first, into a copy.
+    """
+    if _syntax(ds) != ExplicitVRBigEndian or "RedPaletteColorLookupTableData" not in ds:
+        return apply_color_lut(values, ds)
+    palette = Dataset()
+    for colour in ("Red", "Green", "Blue", "Alpha"):
+        for part in ("Descriptor", "Data"):
+            keyword = f"{colour}PaletteColorLookupTable{part}"
+            if keyword in ds:
+                setattr(palette, keyword, ds[keyword].value)
+    _swap_words(palette)
+    return apply_color_lut(values, palette)
 
 
 def black_value(ds: Dataset, frame: np.ndarray) -> int:
@@ -96,7 +123,7 @@ def black_value(ds: Dataset, frame: np.ndarray) -> int:
         return int(frame.max())
     if kind == "PALETTE COLOR":
         used = np.unique(frame)
-        colours = apply_color_lut(used, ds).astype(np.int64).sum(axis=-1)
+        colours = palette_colours(ds, used).astype(np.int64).sum(axis=-1)
         return int(used[int(np.argmin(colours))])
     return int(frame.min())
 
@@ -107,7 +134,9 @@ def store_native(ds: Dataset, frames: np.ndarray) -> None:
     YBR input was decoded to RGB and is recorded as RGB; pixels from an always-lossy transfer
     syntax get Lossy Image Compression "01" (a value the original set is kept).
     """
-    source = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+    source = _syntax(ds)
+    if source == ExplicitVRBigEndian:
+        _swap_words(ds)
     if source in ALWAYS_LOSSY:
         ds.LossyImageCompression = "01"
         if "LossyImageCompressionMethod" not in ds:
@@ -124,3 +153,16 @@ def store_native(ds: Dataset, frames: np.ndarray) -> None:
     ds["PixelData"].VR = "OW" if int(ds.BitsAllocated) > 8 else "OB"
     ds["PixelData"].is_undefined_length = False
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+
+
+def _syntax(ds: Dataset) -> UID:
+    return UID(str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "")))
+
+
+def _swap_words(ds: Dataset) -> None:
+    """Byte-swap every OW, OL, OF, OD and OV value but Pixel Data, at any depth (big to little)."""
+    for elem in ds.iterall():
+        size = WORD_SIZES.get(str(elem.VR))
+        value = elem.value
+        if size and elem.tag != PIXEL_DATA and isinstance(value, bytes) and len(value) % size == 0:
+            elem.value = np.frombuffer(value, f">u{size}").astype(f"<u{size}").tobytes()
