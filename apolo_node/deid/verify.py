@@ -48,7 +48,8 @@ import io
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Iterator
+from functools import lru_cache
+from typing import Iterable, Iterator
 
 from pydicom import __version__ as pydicom_version
 from pydicom import dcmread
@@ -69,13 +70,14 @@ from apolo_node.deid.actions import (
 from apolo_node.deid.dates import MAX_SHIFT_DAYS, MIN_SHIFT_DAYS, shift_da, shift_dt
 from apolo_node.deid.patient import PSEUDONYM_PREFIX
 from apolo_node.deid.profile import BASIC_PROFILE_CODE, Action, Option, Profile
-from apolo_node.deid.tokens import TokenPattern, tokens
+from apolo_node.deid.tokens import TokenText, canonical, tokens
 
 MIN_LENGTH = 3  # shorter values (sex, flags, small numbers) are too common to test
 MIN_NAME_WORD = 2  # a name word this short (Li, Wu) is still searched, in text values only
 MIN_NUMBER_LENGTH = 6  # a bare number shorter than this turns up everywhere by chance
 MIN_STRONG_ID = 6  # an ID at least this long is caught even inside a kept value
 MIN_BINARY_RUN = 6  # printable runs at least this long are taken from binary values
+MIN_BLOB = 1024  # a kept binary value this large is searched as an element, not again as bytes
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
@@ -120,7 +122,8 @@ class PHILeakError(ValueError):
 class _Phi:
     """One identifying value of the original, as a token pattern, and where it came from."""
 
-    match: TokenPattern
+    needle: str  # the value's tokens, as :func:`canonical` writes them
+    key: str  # its longest token: a text without it cannot hold the value
     where: str  # attribute and path, no value
     text_only: bool  # a short name word: not searched in binary values or raw bytes
     strong: bool  # the patient's own name or ID: no kept value excuses it
@@ -148,6 +151,7 @@ def _walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, Dataset, Creators,
                 yield from _walk(item, f"{path}{_label(tag)}[{i}].")
 
 
+@lru_cache(maxsize=4096)
 def _label(tag: BaseTag) -> str:
     name = keyword_for_tag(tag) or ("private" if tag.is_private else "unknown")
     return f"{name}({tag.group:04X},{tag.element:04X})"
@@ -228,19 +232,23 @@ def _significant(text: str) -> bool:
 
 def phi_values(original: Dataset, profile: Profile) -> list[_Phi]:
     """Every identifying value of ``original`` under ``profile``, each with where it came from."""
+    return _phis(_elements(original, profile))
+
+
+def _phis(elements: Iterable[_Element]) -> list[_Phi]:
     found: dict[str, _Phi] = {}
-    for elem in _elements(original, profile):
+    for elem in elements:
         if elem.action in (Action.KEEP, Action.SAFE_PRIVATE):
             continue
         for text, text_only, strong in _needles(elem):
-            key = " ".join(tokens(text))
-            old = found.get(key)
+            needle = canonical(text)
+            old = found.get(needle)
             if old is not None:  # the same tokens seen before: keep the strictest search
-                found[key] = _Phi(old.match, old.where, old.text_only and text_only, old.strong or strong)
-                continue
-            match = TokenPattern.of(text)
-            if match is not None:
-                found[key] = _Phi(match, elem.where, text_only, strong)
+                text_only, strong = old.text_only and text_only, old.strong or strong
+                found[needle] = _Phi(needle, old.key, old.where, text_only, strong)
+            elif needle:
+                key = max(needle.split(), key=len)
+                found[needle] = _Phi(needle, key, elem.where, text_only, strong)
     return list(found.values())
 
 
@@ -262,8 +270,8 @@ def _shifted(value: Value | None, days: int, vr: str) -> Value | None:
     """``value`` moved by ``days`` as our date shift writes it."""
     shift = shift_da if vr == "DA" else shift_dt
     if isinstance(value, tuple):
-        return tuple(str(shift(v, days)) for v in value)
-    return None if not isinstance(value, str) else shift(value, days)
+        return tuple(str(shift(v, days)) if v else v for v in value)
+    return shift(value, days) if isinstance(value, str) and value else value
 
 
 def infer_shift(original: dict[str, _Element], output: list[_Element]) -> int | None:
@@ -306,28 +314,27 @@ def _exemption(elem: _Element, source: _Element | None, days: int | None) -> str
     return None
 
 
-@dataclass
 class _Texts:
-    """The output's element values of one kind, joined by NUL so no match spans two."""
+    """The output's element values of one kind; a quick look at all of them, then at each."""
 
-    entries: list[tuple[str, str]]  # (where, text)
-
-    def __post_init__(self) -> None:
-        self.joined = "\x00".join(t for _, t in self.entries)
-        self.lowered = self.joined.lower()
+    def __init__(self, entries: list[tuple[str, TokenText]]) -> None:
+        self.entries = entries
+        self.lowered = "\x00".join(t.lowered for _, t in entries)
 
     def where(self, phi: _Phi) -> str | None:
-        if phi.match.search(self.joined, self.lowered) is None:
+        if phi.key not in self.lowered:
             return None
-        return next((w for w, t in self.entries if phi.match.search(t)), "several elements")
+        return next((w for w, t in self.entries if t.holds(phi.needle, phi.key)), None)
 
 
 def _output_texts(
     output: Dataset, profile: Profile, original: dict[str, _Element], days: int | None
-) -> tuple[dict[tuple[str | None, bool], _Texts], list[tuple[str, str]]]:
-    """Output values grouped by (exemption, binary), and the exempt values with their exemption."""
-    groups: dict[tuple[str | None, bool], list[tuple[str, str]]] = {}
-    exempt: list[tuple[str, str]] = []
+) -> tuple[dict[tuple[str | None, bool], _Texts], list[tuple[str, TokenText]], list[bytes]]:
+    """Output values grouped by (exemption, binary); the exempt values with their exemption; the
+    large binary values kept as they were."""
+    groups: dict[tuple[str | None, bool], list[tuple[str, TokenText]]] = {}
+    exempt: list[tuple[str, TokenText]] = []
+    blobs: list[bytes] = []
     out = list(_elements(output, profile))
     if days is None and profile.shifts_dates:
         days = infer_shift(original, out)
@@ -335,12 +342,14 @@ def _output_texts(
         binary = isinstance(elem.value, bytes) and elem.vr not in TEXT_VRS
         if elem.value is None or (elem.vr not in TEXT_VRS and not binary):
             continue
-        text = "\\".join(_strings(elem.value))
+        text = TokenText("\\".join(_strings(elem.value)))
         kind = _exemption(elem, original.get(elem.where), days)
         groups.setdefault((kind, binary), []).append((elem.where, text))
         if kind is not None:
             exempt.append((kind, text))
-    return {k: _Texts(v) for k, v in groups.items()}, exempt
+        if kind == KEPT and binary and len(elem.value) >= MIN_BLOB:
+            blobs.append(elem.value)
+    return {k: _Texts(v) for k, v in groups.items()}, exempt, blobs
 
 
 # -- the encoded bytes ------------------------------------------------------------------------
@@ -353,57 +362,66 @@ def encode(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
-def _outside_pixels(encoded: bytes) -> tuple[bytes, int, int]:
-    """The encoded bytes less the Pixel Data value; where it was and its length.
+def _searched_bytes(encoded: bytes, blobs: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
+    """The encoded bytes less Pixel Data and the ``blobs``; each cut's (offset, length) in the file.
 
-    The value is cut out (one NUL stands in its place, so no value can be joined across it)
-    rather than blanked: searching megabytes of zeros for every identifying value is slow.
+    The values are cut out (one NUL stands in each place, so no value can be joined across it)
+    rather than blanked: searching megabytes of zeros for every identifying value is slow. The
+    blobs are large binary values the output kept exactly as the original had them (waveforms,
+    LUTs): the element search has seen them.
     """
-    parsed = dcmread(io.BytesIO(encoded), force=True)
-    raw = parsed.get_item(0x7FE00010)
+    cuts = []
+    raw = dcmread(io.BytesIO(encoded), force=True).get_item(0x7FE00010)
     start = getattr(raw, "value_tell", None)
-    if raw is None or start is None or raw.value is None:
-        return encoded, len(encoded), 0
-    end = start + len(raw.value)
-    return encoded[:start] + b"\x00" + encoded[end:], start, end - start
+    if raw is not None and start is not None and raw.value is not None:
+        cuts.append((start, len(raw.value)))
+    for blob in blobs:
+        at = encoded.find(blob)
+        if at >= 0:
+            cuts.append((at, len(blob)))
+    pieces, kept, end = [], [], 0
+    for at, length in sorted(cuts):
+        if at >= end:
+            pieces.append(encoded[end:at])
+            kept.append((at, length))
+            end = at + length
+    pieces.append(encoded[end:])
+    return b"\x00".join(pieces), kept
+
+
+def _file_offset(at: int, cuts: list[tuple[int, int]]) -> int:
+    """Where an offset in the cut bytes lies in the file as written."""
+    for start, length in cuts:
+        if at > start:
+            at += length - 1
+    return at
 
 
 class _Decoded:
     """The raw bytes read as text two ways (Latin-1, and UTF-8 with undecodable bytes kept)."""
 
-    def __init__(self, raw: bytes, exempt: list[tuple[str, str]]) -> None:
-        texts = [raw.decode("latin-1")]
+    def __init__(self, raw: bytes, exempt: list[tuple[str, TokenText]]) -> None:
+        self.readings = [TokenText(raw.decode("latin-1"))]
         if not raw.isascii():
-            texts.append(raw.decode("utf-8", "surrogateescape"))
-        self.texts = [(t, t.lower()) for t in texts]
+            self.readings.append(TokenText(raw.decode("utf-8", "surrogateescape")))
         self._exempt = exempt
-        self._spans: list[dict[str, list[tuple[int, int]]]] | None = None
 
-    def spans(self, n: int) -> dict[str, list[tuple[int, int]]]:
-        """Where the exempt values stand in decoding ``n``, by exemption (found lazily, once)."""
-        if self._spans is None:
-            self._spans = []
-            for text, _ in self.texts:
-                spans: dict[str, list[tuple[int, int]]] = {OURS: [], KEPT: []}
-                for kind, value in self._exempt:
-                    start = text.find(value) if len(value) >= MIN_NAME_WORD else -1
-                    while start >= 0:
-                        spans[kind].append((start, start + len(value)))
-                        start = text.find(value, start + 1)
-                self._spans.append(spans)
-        return self._spans[n]
-
-    def offset(self, n: int, phi: _Phi) -> int | None:
+    def offset(self, phi: _Phi) -> int | None:
         """Byte offset of the first match of ``phi`` outside the values it is excused in."""
-        text, lowered = self.texts[n]
-        for hit in phi.match.finditer(text, lowered):
-            spans = self.spans(n)
-            allowed = spans[OURS] + ([] if phi.strong else spans[KEPT])
-            if any(a <= hit.start() and hit.end() <= b for a, b in allowed):
-                continue
-            if n == 0:
-                return hit.start()
-            return len(text[: hit.start()].encode("utf-8", "surrogateescape"))
+        hits = [(n, r, r.find_all(phi.needle, phi.key)) for n, r in enumerate(self.readings)]
+        if not any(found for _, _, found in hits):
+            return None
+        excuses = [
+            t.canon
+            for kind, t in self._exempt
+            if (kind == OURS or not phi.strong) and t.holds(phi.needle, phi.key)
+        ]
+        for n, reading, found in hits:
+            for at in found:
+                if any(reading.covered(at, phi.needle, v) for v in excuses):
+                    continue
+                start = reading.text_offset(at)
+                return start if n == 0 else len(reading.text[:start].encode("utf-8", "surrogateescape"))
         return None
 
 
@@ -421,11 +439,12 @@ def verify_deidentified(
     outside Pixel Data are searched too, so the preamble and file meta cannot leak. ``days`` is
     the date shift the de-identifier applied to this patient (inferred from the file when None).
     """
-    phis = phi_values(original, profile)
+    elements = list(_elements(original, profile))
+    phis = _phis(elements)
     if not phis:
         return
-    sources = {e.where: e for e in _elements(original, profile)}
-    groups, exempt = _output_texts(output, profile, sources, days)
+    sources = {e.where: e for e in elements}
+    groups, exempt, blobs = _output_texts(output, profile, sources, days)
     for phi in phis:
         kinds = [None] + ([KEPT] if phi.strong else [])
         for kind, binary in itertools.product(kinds, (False, True)):
@@ -438,18 +457,12 @@ def verify_deidentified(
                     f"de-identification check failed: a value of {phi.where} in the original "
                     f"appears in the output at {where}"
                 )
-    raw, cut_at, cut_length = _outside_pixels(encode(output) if encoded is None else encoded)
+    raw, cuts = _searched_bytes(encode(output) if encoded is None else encoded, blobs)
     decoded = _Decoded(raw, exempt)
     for phi in phis:
-        if phi.text_only:
-            continue
-        for n in range(len(decoded.texts)):
-            at = decoded.offset(n, phi)
-            if at is None:
-                continue
-            if at > cut_at:
-                at += cut_length - 1  # the offset in the file as written
+        at = None if phi.text_only else decoded.offset(phi)
+        if at is not None:
             raise PHILeakError(
                 f"de-identification check failed: a value of {phi.where} in the original "
-                f"appears in the encoded output at byte {at}"
+                f"appears in the encoded output at byte {_file_offset(at, cuts)}"
             )
