@@ -6,9 +6,12 @@ associations on 127.0.0.1; senders are pynetdicom, dcmtk and raw PDUs encoded by
 
 from __future__ import annotations
 
+import logging
+import random
 import re
 import struct
 import time
+import warnings
 import zlib
 from copy import deepcopy
 from io import BytesIO
@@ -345,6 +348,50 @@ def test_a_sequence_nested_in_an_undefined_length_un_counts_toward_the_depth() -
     assert read_identifiers(raw, Limits(max_depth=3, max_size=1 << 20)).sop_instance_uid == "1.2.3.4"
     with pytest.raises(UnreadableDataset, match=re.escape("sequence nesting deeper than 2")):
         read_identifiers(raw, Limits(max_depth=2, max_size=1 << 20))
+
+
+def test_a_refused_uid_is_named_never_logged_or_warned(caplog: pytest.LogCaptureFixture) -> None:
+    """pydicom's UID() logs and warns an invalid value; the walk checks UIDs without it."""
+    marker = "PHI" + generate_uid()[-12:]
+    bad_meta = ct_bytes(meta=f"1.2.840.10008.1.2.1.{marker}")
+    short = f"1.{marker}"[:8]  # as long as the UID it stands in for
+    bad_instance = ct_bytes().replace(b"1.2.3.4\0", short.encode())
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        with pytest.raises(UnreadableDataset, match="^file meta TransferSyntaxUID is not a valid UID$"):
+            read_identifiers(bad_meta)
+        with pytest.raises(UnreadableDataset, match="^SOPInstanceUID is not a valid UID$"):
+            read_identifiers(bad_instance)
+    for leak in (marker, short):
+        assert leak not in caplog.text and not [w for w in warned if leak in str(w.message)]
+
+
+def test_a_thousand_mutated_data_sets_are_read_or_refused_never_raised(tmp_path: Path) -> None:
+    """Seeded: bytes flipped, cut out or put in, anywhere after the preamble, in each encoding."""
+    bases = [
+        ct_bytes(), ct_bytes(syntax=ImplicitVRLittleEndian), _rle(RLELossless), _deflated(0),
+        _deep(5, True, tmp_path), _deep(5, False, tmp_path),
+    ]
+    rng = random.Random(11)
+    outcomes = {"read": 0, "refused": 0}
+    for _ in range(1_000):
+        raw = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 3)):
+            at, roll = rng.randrange(128, len(raw)), rng.random()
+            if roll < 0.5:
+                raw[at] = rng.randrange(256)
+            elif roll < 0.75:
+                del raw[at : at + rng.randint(1, 8)]
+            else:
+                raw[at:at] = rng.randbytes(rng.randint(1, 8))
+        try:
+            read_identifiers(bytes(raw), Limits(max_depth=32, max_size=1 << 20))
+            outcomes["read"] += 1
+        except UnreadableDataset:
+            outcomes["refused"] += 1
+    assert outcomes["read"] > 50 and outcomes["refused"] > 500, outcomes
 
 
 # -- 3. nesting depth and size ------------------------------------------------------------------

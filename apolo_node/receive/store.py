@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import mmap
+import re
 import struct
 import tempfile
 import zlib
@@ -17,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import RE_VALID_UID, UID, DeflatedExplicitVRLittleEndian
 from sqlalchemy import Engine
 
 from apolo_node.catalog.records import InstanceRecord, instance_exists, record_instance
@@ -132,9 +133,12 @@ def read_identifiers(raw: Raw, limits: Limits = DEFAULT_LIMITS) -> Identifiers:
         )
     except Malformed as exc:
         raise UnreadableDataset(f"file meta: {exc}") from None
-    syntax = UID(_text(meta.values.get(TRANSFER_SYNTAX)))
-    if not syntax:
+    text = _text(meta.values.get(TRANSFER_SYNTAX))
+    if not text:
         raise UnreadableDataset("file meta has no TransferSyntaxUID")
+    if not _valid_uid(text):
+        raise UnreadableDataset("file meta TransferSyntaxUID is not a valid UID")
+    syntax = UID(text)
     if len(raw) - meta.end > limits.max_size:
         raise TooLarge(TOO_LARGE)
     if syntax == DeflatedExplicitVRLittleEndian:
@@ -250,8 +254,13 @@ def _check_native_pixel_data(walked: Walked, little_endian: bool) -> None:
 def _require_uid(keyword: str, value: str) -> None:
     if not value:
         raise UnreadableDataset(f"{keyword} is missing or empty")
-    if not UID(value).is_valid:
+    if not _valid_uid(value):
         raise UnreadableDataset(f"{keyword} is not a valid UID")
+
+
+def _valid_uid(value: str) -> bool:
+    """PS3.5 9.1, checked here because pydicom's UID() logs an invalid value, and values are PHI."""
+    return len(value) <= 64 and re.fullmatch(RE_VALID_UID, value) is not None
 
 
 def _text(value: bytes | None) -> str:
