@@ -6,7 +6,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from apolo_node.deid import Deidentifier, PHILeakError, verify_deidentified
+from apolo_node.deid import Deidentifier, Option, PHILeakError, verify_deidentified
 from apolo_node.deid.verify import encode
 from tests.synthetic import ct_slice, new_marker
 
@@ -202,6 +202,13 @@ def test_a_name_in_the_preamble_or_file_meta_is_caught_a_word_containing_it_is_n
     encoded[10:17] = b"MARY  S"
     with pytest.raises(LEAK, match="encoded output at byte 10"):
         verify_deidentified(ds, out, deid.profile, bytes(encoded))
+    encoded[10:17] = b"SMITH\xfe\xff"  # binary next to it: still a word boundary (read as UTF-8)
+    with pytest.raises(LEAK, match="encoded output at byte 10"):
+        verify_deidentified(ds, out, deid.profile, bytes(encoded))
+    encoded[10:17] = bytes(7)
+    encoded[123:128] = b"SMITH"  # right before "DICM"
+    with pytest.raises(LEAK, match="encoded output at byte 123"):
+        verify_deidentified(ds, out, deid.profile, bytes(encoded))
     out.file_meta.ImplementationVersionName = "SMITH"
     with pytest.raises(LEAK, match=r"at file meta\.ImplementationVersionName\(0002,0013\)"):
         verify_deidentified(ds, out, deid.profile)
@@ -277,4 +284,20 @@ def test_the_whole_name_or_id_inside_a_kept_original_value_is_caught_one_name_wo
         verify_deidentified(ds, out, deid.profile)
     ds, deid, out = patient("Doe^Jane", PatientID="MRN998877", PositionReferenceIndicator="MRN998877")
     with pytest.raises(LEAK, match=r"PatientID\(0010,0020\).*at PositionReferenceIndicator"):
+        verify_deidentified(ds, out, deid.profile)
+
+
+@pytest.mark.parametrize("dates", ["retain_long_full_dates", "retain_long_modified_dates"])
+def test_words_of_every_mark_we_write_pass_as_ours(dates):
+    """Every de-identification mark our actions write is recognised as ours, whatever the options."""
+    options = [o.value for o in Option if not o.value.startswith("retain_long")] + [dates]
+    ds = original(new_marker())
+    ds.PatientName = "Application^Confidentiality^Profile"  # strong: a whole name of three words
+    ds.ReferringPhysicianName = "Longitudinal^Temporal^Information"
+    ds.OperatorsName = "Descriptors^Option"
+    deid = Deidentifier(KEY, options)
+    out = deid(ds)
+    verify_deidentified(ds, out, deid.profile)
+    out.ImageComments = "Application Confidentiality Profile"  # the same words where we never write
+    with pytest.raises(LEAK, match=r"PatientName\(0010,0010\).*at ImageComments"):
         verify_deidentified(ds, out, deid.profile)

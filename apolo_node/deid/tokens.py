@@ -61,11 +61,9 @@ class TokenText:
             at = self.canon.find(needle, at + 1)
         return found
 
-    def covered(self, at: int, needle: str, by: str) -> bool:
-        """Whether the match of ``needle`` at ``at`` lies inside an occurrence of ``by``."""
-        return self.canon.find(by, max(0, at + len(needle) - len(by)), at + len(by)) >= 0
-
-    def text_offset(self, at: int) -> int:
-        """Where in the text the match at ``canon`` offset ``at`` begins."""
-        count = self.canon.count(" ", 0, at + 1) - 1  # tokens before the match
-        return next(itertools.islice(_TOKEN.finditer(self.text), count, None)).start()
+    def text_span(self, at: int, needle: str) -> tuple[int, int]:
+        """Where in the text the match of ``needle`` at ``canon`` offset ``at`` begins and ends."""
+        first = self.canon.count(" ", 0, at + 1) - 1  # tokens before the match
+        found = itertools.islice(_TOKEN.finditer(self.text), first, first + needle.count(" ") - 1)
+        matches = list(found)
+        return matches[0].start(), matches[-1].end()

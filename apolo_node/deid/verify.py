@@ -77,6 +77,7 @@ MIN_NAME_WORD = 2  # a name word this short (Li, Wu) is still searched, in text 
 MIN_NUMBER_LENGTH = 6  # a bare number shorter than this turns up everywhere by chance
 MIN_STRONG_ID = 6  # an ID at least this long is caught even inside a kept value
 MIN_BINARY_RUN = 6  # printable runs at least this long are taken from binary values
+PREAMBLE = 128  # bytes before "DICM": a NUL is put after them, so "DICM" ends no word
 MIN_BLOB = 1024  # a kept binary value this large is searched as an element, not again as bytes
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 TEXT_VRS = frozenset(
@@ -368,9 +369,9 @@ def _searched_bytes(encoded: bytes, blobs: list[bytes]) -> tuple[bytes, list[tup
     The values are cut out (one NUL stands in each place, so no value can be joined across it)
     rather than blanked: searching megabytes of zeros for every identifying value is slow. The
     blobs are large binary values the output kept exactly as the original had them (waveforms,
-    LUTs): the element search has seen them.
+    LUTs): the element search has seen them. A NUL also goes between the preamble and "DICM".
     """
-    cuts = []
+    cuts = [(PREAMBLE, 0)] if encoded[PREAMBLE : PREAMBLE + 4] == b"DICM" else []  # a boundary
     raw = dcmread(io.BytesIO(encoded), force=True).get_item(0x7FE00010)
     start = getattr(raw, "value_tell", None)
     if raw is not None and start is not None and raw.value is not None:
@@ -407,20 +408,24 @@ class _Decoded:
         self._exempt = exempt
 
     def offset(self, phi: _Phi) -> int | None:
-        """Byte offset of the first match of ``phi`` outside the values it is excused in."""
+        """Byte offset of the first match of ``phi`` outside the values it is excused in.
+
+        A match is excused where it lies inside one of those values as written (found by its
+        exact text, so binary bytes next to a value cannot hide it).
+        """
         hits = [(n, r, r.find_all(phi.needle, phi.key)) for n, r in enumerate(self.readings)]
         if not any(found for _, _, found in hits):
             return None
         excuses = [
-            t.canon
+            t.text
             for kind, t in self._exempt
             if (kind == OURS or not phi.strong) and t.holds(phi.needle, phi.key)
         ]
         for n, reading, found in hits:
             for at in found:
-                if any(reading.covered(at, phi.needle, v) for v in excuses):
+                start, end = reading.text_span(at, phi.needle)
+                if any(reading.text.find(v, max(0, end - len(v)), start + len(v)) >= 0 for v in excuses):
                     continue
-                start = reading.text_offset(at)
                 return start if n == 0 else len(reading.text[:start].encode("utf-8", "surrogateescape"))
         return None
 
