@@ -31,28 +31,49 @@ def canonical(text: str) -> str:
     return f" {' '.join(found)} " if found else ""
 
 
+SCANS_BEFORE_SET = 32  # plain substring looks at a text before its token set is worth making
+
+
 class TokenText:
-    """A text, reduced to its tokens only when a value's longest token is in it at all."""
+    """A text and, made on first need, its tokens: as :func:`canonical` writes them and as a set.
+
+    Whether a value can be in the text at all is first asked of the lower-cased text (one fast
+    substring scan, and most values are absent); after :data:`SCANS_BEFORE_SET` such looks the
+    token set answers instead, so many values against a long text cost one pass, not one each.
+    """
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.lowered = text.lower()
+        self._lowered: str | None = None
+        self._looks = 0
         self._canon: str | None = None
+        self._tokens: frozenset[str] | None = None
 
     @property
     def canon(self) -> str:
-        """The text as :func:`canonical` writes it (computed once, on first use)."""
+        """The text as :func:`canonical` writes it."""
         if self._canon is None:
             self._canon = f" {' '.join(_TOKEN.findall(self.text)).lower()} "
         return self._canon
 
+    def may_hold(self, key: str) -> bool:
+        """False when the token ``key`` is surely not in the text; True when it may be."""
+        if self._tokens is None:
+            self._looks += 1
+            if self._looks <= SCANS_BEFORE_SET:
+                if self._lowered is None:
+                    self._lowered = self.text.lower()
+                return key in self._lowered
+            self._tokens = frozenset(self.canon.split())
+        return key in self._tokens
+
     def holds(self, needle: str, key: str) -> bool:
-        """Whether ``needle`` (a :func:`canonical` value whose longest token is ``key``) is here."""
-        return key in self.lowered and needle in self.canon
+        """Whether ``needle`` (a :func:`canonical` value with ``key`` among its tokens) is here."""
+        return self.may_hold(key) and needle in self.canon
 
     def find_all(self, needle: str, key: str) -> list[int]:
-        """Offsets in ``canon`` of every occurrence of ``needle``."""
-        if key not in self.lowered:
+        """Offsets in ``canon`` of every occurrence of ``needle`` (``key`` one of its tokens)."""
+        if not self.may_hold(key):
             return []
         found = []
         at = self.canon.find(needle)

@@ -124,7 +124,7 @@ class _Phi:
     """One identifying value of the original, as a token pattern, and where it came from."""
 
     needle: str  # the value's tokens, as :func:`canonical` writes them
-    key: str  # its longest token: a text without it cannot hold the value
+    key: str  # its longest token: a text without this token cannot hold the value
     where: str  # attribute and path, no value
     text_only: bool  # a short name word: not searched in binary values or raw bytes
     strong: bool  # the patient's own name or ID: no kept value excuses it
@@ -320,10 +320,10 @@ class _Texts:
 
     def __init__(self, entries: list[tuple[str, TokenText]]) -> None:
         self.entries = entries
-        self.lowered = "\x00".join(t.lowered for _, t in entries)
+        self._all = TokenText("\x00".join(t.text for _, t in entries))
 
     def where(self, phi: _Phi) -> str | None:
-        if phi.key not in self.lowered:
+        if not self._all.may_hold(phi.key):
             return None
         return next((w for w, t in self.entries if t.holds(phi.needle, phi.key)), None)
 
