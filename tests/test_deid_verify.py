@@ -301,3 +301,14 @@ def test_words_of_every_mark_we_write_pass_as_ours(dates):
     out.ImageComments = "Application Confidentiality Profile"  # the same words where we never write
     with pytest.raises(LEAK, match=r"PatientName\(0010,0010\).*at ImageComments"):
         verify_deidentified(ds, out, deid.profile)
+
+
+def test_an_inferred_shift_outside_our_range_excuses_nothing():
+    ds = original(new_marker())
+    ds.PatientBirthDate = "19800101"  # 46 years before the only shifted date: no shift of ours
+    deid = Deidentifier(KEY, DEFAULTS)
+    out = deid(ds)
+    verify_deidentified(ds, out, deid.profile)
+    out.StudyDate = ds.PatientBirthDate  # a bug copies the birth date where the shifted date goes
+    with pytest.raises(LEAK, match=r"PatientBirthDate\(0010,0030\).*at StudyDate\(0008,0020\)"):
+        verify_deidentified(ds, out, deid.profile)
