@@ -10,7 +10,6 @@ Pixel Data for every planted word and number with a boundary-aware search of its
 
 from __future__ import annotations
 
-import copy
 import io
 import re
 from functools import lru_cache
@@ -85,8 +84,14 @@ def planted(i: int) -> dict[str, str]:
 
 
 @lru_cache(maxsize=None)
+def template_file(name: str) -> bytes:
+    with open(get_testdata_file(name), "rb") as fh:
+        return fh.read()
+
+
 def template(name: str) -> Dataset:
-    return dcmread(get_testdata_file(name))
+    """A fresh read of the vendor file (cheaper than a deep copy: values stay raw until used)."""
+    return dcmread(io.BytesIO(template_file(name)))
 
 
 @lru_cache(maxsize=None)
@@ -97,7 +102,7 @@ def template_bytes(name: str) -> bytes:
 
 def patient_file(i: int) -> Dataset:
     """A copy of a vendor file with patient ``i`` planted (UTF-8, so every name can be written)."""
-    ds = copy.deepcopy(template(TEMPLATES[i % len(TEMPLATES)]))
+    ds = template(TEMPLATES[i % len(TEMPLATES)])
     ds.SpecificCharacterSet = "ISO_IR 192"
     for keyword, value in planted(i).items():
         setattr(ds, keyword, value)
