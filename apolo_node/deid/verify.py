@@ -39,6 +39,14 @@ What is a leak, and what is only a coincidence (the rules, each tested both ways
   are too common to mean anything and are not searched. A name word of two letters (Li, Wu, Ng)
   is searched in text values only, not in binary values or raw bytes, where two random letters
   between non-letters are common.
+
+Known limits, each on the side of a refusal or of a leak the element search already covers: an
+inferred shift (``days`` not given) would excuse a bug that writes, into a file's only shifted
+date, another original date one to ten years earlier, so callers should pass ``days``; in the
+raw bytes a letter or digit byte of a tag or length right next to a value can join its last
+token (the bytes are read both as Latin-1 and as UTF-8 to limit this, the element search is not
+affected); large binary values kept exactly as the original had them are searched as elements
+and not again as bytes.
 """
 
 from __future__ import annotations
