@@ -122,6 +122,9 @@ class DeidSettings:
     instance_timeout: float = setting(
         120.0, "seconds of work allowed per instance (header, pixels, OCR); past it, quarantined"
     )
+    processes: int = setting(
+        0, "worker processes that clean instances at once, each killed past instance_timeout; 0 means one per CPU core"
+    )
     quarantine_days: float = setting(
         30.0, "days a quarantined original (encrypted) is kept for review before serve purges it"
     )
@@ -337,6 +340,8 @@ def validate(cfg: Config) -> None:
     for key in ("max_pending", "max_per_address", "max_instance_size", "max_depth"):
         if getattr(r, key) < 1:
             raise ConfigError(f"[receive] {key} must be >= 1, got {getattr(r, key)}")
+    if cfg.deid.processes < 0:
+        raise ConfigError(f"[deid] processes must be >= 0 (0: one per CPU core), got {cfg.deid.processes}")
     if cfg.deid.quarantine_days <= 0:
         raise ConfigError(f"[deid] quarantine_days must be > 0, got {cfg.deid.quarantine_days}")
     if cfg.deid.max_depth < 1 or cfg.deid.instance_timeout <= 0:

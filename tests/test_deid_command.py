@@ -14,8 +14,7 @@ from pydicom.uid import ImplicitVRLittleEndian, RLELossless, generate_uid
 
 from apolo_node import config
 from apolo_node.deid import DeidError, Deidentifier, clean_instance, deidentify_paths
-from apolo_node.deid import actions
-from apolo_node.deid.command import DUPLICATE_REASON
+from apolo_node.deid.command import DUPLICATE_REASON, examine_file
 from apolo_node.deid.depth import TooDeep, dataset_sequence_depth, file_sequence_depth
 from tests.deep_nesting import deep_content_file, nested_dataset
 from tests.peer_fixtures import dciodvfy_errors
@@ -58,21 +57,23 @@ def test_a_study_is_written_under_pseudonymous_names_with_no_marker(tmp_path):
     assert summary.reasons == {tmp_path / "in" / "notes.txt": "not a DICOM Part 10 file"}
 
 
-def test_unreadable_and_unverifiable_files_are_quarantined_not_written(tmp_path, monkeypatch):
+class LeakyDeidentifier(Deidentifier):
+    """A broken de-identifier (importable by the worker processes) that leaks a name."""
+
+    def __call__(self, ds):
+        out = super().__call__(ds)
+        out.ImageComments = f"for {ds.ReferringPhysicianName}"
+        return out
+
+
+def test_unreadable_and_unverifiable_files_are_quarantined_not_written(tmp_path):
     study = write_study(tmp_path / "in", series=1, per_series=2)
     marker = study.markers[0]
     broken = tmp_path / "in" / f"{marker}.dcm"
     broken.write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff" + marker.encode())
-    leaky = actions.Deidentifier.__call__
-
-    def leaking(self, ds):
-        out = leaky(self, ds)
-        out.ImageComments = f"for {ds.ReferringPhysicianName}"
-        return out
-
-    monkeypatch.setattr(actions.Deidentifier, "__call__", leaking)
     out, quarantine = tmp_path / "out", tmp_path / "quarantine"
-    summary = deidentify_paths([tmp_path / "in"], out, cfg(), quarantine)
+    leaky = LeakyDeidentifier(KEY.encode(), config.Config().deid.options)
+    summary = deidentify_paths([tmp_path / "in"], out, cfg(), quarantine, deidentifier=leaky)
     assert (summary.written, summary.quarantined, summary.skipped) == (0, 3, 0)
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
     reasons = sorted(p.read_text() for p in quarantine.glob("*.reason.txt"))
@@ -181,15 +182,19 @@ def test_a_file_deeper_than_max_depth_is_quarantined_from_its_bytes(tmp_path):
         for undefined in (False, True):
             deep_content_file(folder / f"deep_{depth}_{undefined}.dcm", depth, undefined=undefined)
     deep_content_file(folder / "at_the_limit.dcm", 32)
+    deidentifier = Deidentifier(KEY.encode())
     tracemalloc.start()
     started = time.perf_counter()
     try:
-        summary = deidentify_paths([folder], tmp_path / "out", cfg(), tmp_path / "quarantine")
+        for path in sorted(folder.glob("deep_*.dcm")):  # what each worker process does
+            with pytest.raises(DeidError, match=r"max_depth \(32\)"):
+                examine_file(path, deidentifier)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - started < 20
-    assert peak < 50 * 2**20
+    assert time.perf_counter() - started < 5
+    assert peak < 20 * 2**20
+    summary = deidentify_paths([folder], tmp_path / "out", cfg(), tmp_path / "quarantine")
     assert (summary.written, summary.quarantined) == (1, 6)
     reasons = {o.source.name: o.reason for o in summary.outcomes if o.status == "quarantined"}
     assert set(reasons.values()) == {r"sequences nest deeper than [deid] max_depth (32)"}

@@ -51,3 +51,23 @@ def test_a_stop_interrupts_the_wait_without_refusing_the_instance(tmp_path):
             cleaner.clean(slow, stop)
         assert time.monotonic() - started < 10
     assert dcmread(slow).SOPClassUID == dose_sr().SOPClassUID, "the input is untouched"
+
+
+def test_several_processes_answer_in_input_order_and_a_slow_one_holds_no_other(tmp_path):
+    slow = slow_sr(tmp_path / "slow.dcm")
+    small = [deep_content_file(tmp_path / f"small{i}.dcm", 1) for i in range(6)]
+    expected = {p: Deidentifier(KEY)(dcmread(p)).SOPInstanceUID for p in small}
+    with IsolatedCleaner(Deidentifier(KEY), timeout=1.0, processes=2) as cleaner:
+        answers = list(cleaner.clean_all([(p, p) for p in [small[0], slow, *small[1:]]]))
+        assert [key for key, _ in answers] == [small[0], slow, *small[1:]]
+        assert isinstance(answers[1][1], DeidError)
+        for key, value in answers[:1] + answers[2:]:
+            assert value.relative_path.name == f"{expected[key]}.dcm"
+        # Left after its first answer: what was under way then is dropped, never answered later.
+        first = cleaner.clean_all([(p, p) for p in small])
+        assert next(first)[0] == small[0]
+        first.close()
+        again = list(cleaner.clean_all([(p, p) for p in reversed(small)]))
+    assert [value.relative_path.name for _, value in again] == [
+        f"{expected[p]}.dcm" for p in reversed(small)
+    ]

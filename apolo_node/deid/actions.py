@@ -127,7 +127,7 @@ class Deidentifier:
 
     def __reduce__(self) -> tuple[type, tuple[bytes, list[str], int]]:
         """Pickled as its arguments (for a worker process): the profile is rebuilt there."""
-        return (Deidentifier, (self._key, sorted(o.value for o in self.profile.options), self.max_depth))
+        return (type(self), (self._key, sorted(o.value for o in self.profile.options), self.max_depth))
 
     def __call__(self, ds: Dataset) -> Dataset:
         """A de-identified copy of ``ds`` (file meta rebuilt, Patient pseudonyms, method recorded).

@@ -138,35 +138,65 @@ def read_instance(path: Path, max_depth: int) -> Dataset:
 def clean_file(path: Path, deidentifier: Deidentifier) -> CleanInstance:
     """Read (depth checked first), de-identify, encode and verify a spooled instance.
 
-    Any failure is a DeidError whose reason names the rule, never a value.
+    Any failure, a file that is no instance included, is a DeidError naming the rule.
+    """
+    result = examine_file(path, deidentifier)
+    if isinstance(result, Skip):
+        raise DeidError(result.reason)
+    return result
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A file that is not an instance to de-identify, and why (no PHI)."""
+
+    reason: str
+
+
+def examine_file(source: Path, deidentifier: Deidentifier) -> CleanInstance | Skip:
+    """One input of ``deid IN OUT``, in a worker: skip what is not an instance, else clean it.
+
+    DeidError (quarantine) for an instance that cannot be read, cleaned or verified.
     """
     with disable_value_validation():  # pydicom's warnings quote the invalid (identifying) value
         try:
-            ds = read_instance(path, deidentifier.max_depth)
+            ds = read_instance(source, deidentifier.max_depth)
         except TooDeep as exc:
             raise DeidError(str(exc)) from None
+        except InvalidDicomError:
+            return Skip("not a DICOM Part 10 file")
         except Exception as exc:
-            raise DeidError(f"spooled file unreadable ({type(exc).__name__})") from None
+            raise DeidError(f"unreadable: {type(exc).__name__}") from None
+        if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY_STORAGE:
+            return Skip("DICOMDIR (media directory), not an instance")
         return clean_instance(ds, deidentifier)
 
 
 def deidentify_paths(
-    inputs: list[Path], out_dir: Path, cfg: Config, quarantine_dir: Path | None = None
+    inputs: list[Path], out_dir: Path, cfg: Config, quarantine_dir: Path | None = None,
+    deidentifier: Deidentifier | None = None,
 ) -> DeidSummary:
     """De-identify every file under ``inputs`` into ``out_dir``; see the module docstring.
 
     Non-DICOM files (and DICOMDIRs) are skipped; unreadable or unverifiable ones quarantined.
+    Files are cleaned by ``[deid] processes`` worker processes under ``instance_timeout``, with
+    ``deidentifier`` (by default the configured one) and reported in input order.
     """
-    deidentifier = Deidentifier.from_config(cfg)
+    from apolo_node.deid.isolate import IsolatedCleaner, process_count  # it imports this module
+
+    deidentifier = deidentifier or Deidentifier.from_config(cfg)
     summary = DeidSummary()
     out_dir = Path(out_dir)
     avoid = [p.resolve() for p in (out_dir, quarantine_dir) if p is not None]
     written: set[Path] = set()  # outputs of this run: a second input for one is not written
-    for source in _files(inputs, avoid):
-        outcome = _one(source, out_dir, deidentifier, quarantine_dir, written)
-        if outcome.status == "written" and outcome.output is not None:
-            written.add(outcome.output)
-        summary.add(outcome)
+    with IsolatedCleaner(
+        deidentifier, cfg.deid.instance_timeout, process_count(cfg), task=examine_file
+    ) as cleaner:
+        for source, result in cleaner.clean_all((p, p) for p in _files(inputs, avoid)):
+            outcome = _settle(source, result, out_dir, quarantine_dir, written)
+            if outcome.status == "written" and outcome.output is not None:
+                written.add(outcome.output)
+            summary.add(outcome)
     return summary
 
 
@@ -185,36 +215,19 @@ def _files(inputs: list[Path], avoid: list[Path]) -> Iterator[Path]:
                 yield here / name
 
 
-def _one(
-    source: Path, out_dir: Path, deidentifier: Deidentifier, quarantine: Path | None,
-    written: set[Path],
+def _settle(
+    source: Path, result: CleanInstance | Skip | DeidError, out_dir: Path,
+    quarantine: Path | None, written: set[Path],
 ) -> FileOutcome:
-    with disable_value_validation():  # pydicom's warnings quote the invalid (identifying) value
-        return _deidentify_file(source, out_dir, deidentifier, quarantine, written)
-
-
-def _deidentify_file(
-    source: Path, out_dir: Path, deidentifier: Deidentifier, quarantine: Path | None,
-    written: set[Path],
-) -> FileOutcome:
-    try:
-        ds = read_instance(source, deidentifier.max_depth)
-    except TooDeep as exc:
-        return _quarantine(source, str(exc), quarantine)
-    except InvalidDicomError:
-        return FileOutcome(source, "skipped", "not a DICOM Part 10 file")
-    except Exception as exc:
-        return _quarantine(source, f"unreadable: {type(exc).__name__}", quarantine)
-    if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY_STORAGE:
-        return FileOutcome(source, "skipped", "DICOMDIR (media directory), not an instance")
-    try:
-        clean = clean_instance(ds, deidentifier)
-    except DeidError as exc:
-        return _quarantine(source, str(exc), quarantine)
-    target = out_dir / clean.relative_path
+    """Write, skip or quarantine one input after its worker's answer."""
+    if isinstance(result, DeidError):
+        return _quarantine(source, str(result), quarantine)
+    if isinstance(result, Skip):
+        return FileOutcome(source, "skipped", result.reason)
+    target = out_dir / result.relative_path
     if target in written:
         return FileOutcome(source, "skipped", DUPLICATE_REASON, output=target)
-    write_atomic(target, clean.encoded, mode=0o644)
+    write_atomic(target, result.encoded, mode=0o644)
     return FileOutcome(source, "written", output=target)
 
 

@@ -1,36 +1,57 @@
-"""De-identification of one spooled file at a time in a child process that can be killed.
+"""De-identification in child processes that can be killed: a time cap, and every core.
 
 A thread cannot be stopped, and pydicom or the OCR may spend minutes (or all memory) on a
-hostile instance that the receiver accepted. :class:`IsolatedCleaner` hands each file to a
-child process (spawned, so none of the node's threads or locks are copied into it) and waits
-at most ``[deid] instance_timeout`` seconds: past it, or if the child dies, the child is killed
-and replaced, and the instance is refused with a :class:`~apolo_node.deid.command.DeidError`
-whose reason names the rule, so the caller quarantines it instead of retrying it.
+hostile instance that the receiver accepted. :class:`IsolatedCleaner` hands each file to one of
+its child processes (spawned, so none of the node's threads or locks are copied into them) and
+waits at most ``[deid] instance_timeout`` seconds for it: past that, or if the child dies, the
+child is killed and replaced, and the file is refused with a
+:class:`~apolo_node.deid.command.DeidError` whose reason names the rule, so the caller
+quarantines it instead of retrying it. With several children, files are cleaned at once (the
+header path is CPU-bound: processes, not threads), and results still come back in input order.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
-from multiprocessing.connection import Connection
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any, TypeVar
 
+from apolo_node.config import Config
 from apolo_node.deid.actions import Deidentifier
 from apolo_node.deid.command import CleanInstance, DeidError, clean_file
 
 START_TIMEOUT = 120.0  # seconds a fresh child may take to import and say it is ready
 POLL = 0.2  # seconds between two looks at the stop event while waiting
 PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # Float, Double Float and Pixel Data
+WINDOW_PER_PROCESS = 4  # files handed out ahead of the oldest unfinished one, per child
+
+Key = TypeVar("Key")
+Task = Callable[[Path, Deidentifier], Any]
+
+
+def process_count(cfg: Config) -> int:
+    """``[deid] processes``, where 0 means one per CPU core this process may use."""
+    if cfg.deid.processes:
+        return cfg.deid.processes
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class Interrupted(RuntimeError):
-    """The caller's stop event was set while an instance was being cleaned; it was not refused."""
+    """The caller's stop event was set while files were being cleaned; those were not refused."""
 
 
-def _serve(conn: Connection, deidentifier: Deidentifier) -> None:
-    """The child: clean each path received, answer ("ok", CleanInstance) or ("refused", reason)."""
+def _serve(conn: Connection, deidentifier: Deidentifier, task: Task) -> None:
+    """The child: run ``task`` on each path received; answer ("ok", value) or ("refused", reason)."""
     conn.send(("ready", None))
     while True:
         try:
@@ -40,12 +61,12 @@ def _serve(conn: Connection, deidentifier: Deidentifier) -> None:
         if path is None:
             return
         try:
-            clean = clean_file(Path(path), deidentifier)
-            header = clean.dataset  # what the caller reads of it; the pixels travel encoded only
-            for tag in PIXEL_TAGS:
-                if tag in header:
-                    del header[tag]
-            answer: tuple[str, object] = ("ok", clean)
+            value = task(Path(path), deidentifier)
+            if isinstance(value, CleanInstance):  # the pixels travel encoded only
+                for tag in PIXEL_TAGS:
+                    if tag in value.dataset:
+                        del value.dataset[tag]
+            answer: tuple[str, object] = ("ok", value)
         except DeidError as exc:
             answer = ("refused", str(exc))
         except BaseException as exc:  # never a value: pydicom messages may quote them
@@ -53,17 +74,34 @@ def _serve(conn: Connection, deidentifier: Deidentifier) -> None:
         conn.send(answer)
 
 
-class IsolatedCleaner:
-    """Cleans spooled files one at a time in a child process killed past ``timeout`` seconds."""
+@dataclass
+class _Child:
+    """One child process and the file it works on (index in the input, deadline)."""
 
-    def __init__(self, deidentifier: Deidentifier, timeout: float) -> None:
+    process: BaseProcess
+    conn: Connection
+    ready: bool = False
+    index: int | None = None
+    path: Path | None = None
+    deadline: float = 0.0
+
+
+class IsolatedCleaner:
+    """Cleans files in up to ``processes`` children, each file killed past ``timeout`` seconds."""
+
+    def __init__(
+        self, deidentifier: Deidentifier, timeout: float, processes: int = 1, task: Task = clean_file
+    ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if processes < 1:
+            raise ValueError(f"processes must be at least 1, got {processes}")
         self.deidentifier = deidentifier
         self.timeout = timeout
+        self.processes = processes
+        self.task = task
         self._context = multiprocessing.get_context("spawn")
-        self._child: BaseProcess | None = None
-        self._conn: Connection | None = None
+        self._children: list[_Child] = []
 
     def __enter__(self) -> IsolatedCleaner:
         return self
@@ -71,76 +109,136 @@ class IsolatedCleaner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def clean(self, path: Path, stop: threading.Event | None = None) -> CleanInstance:
-        """The verified clean instance of the file at ``path``; DeidError with the reason if not.
-
-        Raises :class:`Interrupted` (the instance is neither cleaned nor refused) when ``stop``
-        is set meanwhile.
-        """
-        conn = self._ready(stop)
-        conn.send(str(path))
-        deadline = time.monotonic() + self.timeout
-        while not conn.poll(min(POLL, max(0.0, deadline - time.monotonic()))):
-            if stop is not None and stop.is_set():
-                self._kill()
-                raise Interrupted("stopped while an instance was being de-identified")
-            if time.monotonic() >= deadline:
-                self._kill()
-                raise DeidError(
-                    f"de-identification took longer than [deid] instance_timeout ({self.timeout:g} s)"
-                )
-        try:
-            status, value = conn.recv()
-        except (EOFError, OSError):
-            code = self._kill()
-            raise DeidError(f"de-identification worker died (exit code {code})") from None
-        if status == "refused":
-            raise DeidError(str(value))
-        assert isinstance(value, CleanInstance)
+    def clean(self, path: Path, stop: threading.Event | None = None) -> Any:
+        """The task's value for one file (a verified CleanInstance); DeidError with the reason."""
+        [(_, value)] = list(self.clean_all([(None, path)], stop))
+        if isinstance(value, DeidError):
+            raise value
         return value
 
+    def clean_all(
+        self, items: Iterable[tuple[Key, Path]], stop: threading.Event | None = None
+    ) -> Iterator[tuple[Key, Any]]:
+        """(key, value or DeidError) for each (key, path), in input order, cleaned in parallel.
+
+        Raises :class:`Interrupted` when ``stop`` is set; files not yet yielded were neither
+        cleaned nor refused.
+        """
+        todo = iter(enumerate(items))
+        keys: dict[int, Key] = {}
+        done: dict[int, Any] = {}
+        following = 0  # the next index to yield
+        exhausted = False
+        window = self.processes * WINDOW_PER_PROCESS
+        try:
+            while True:
+                while following in done:
+                    yield keys.pop(following), done.pop(following)
+                    following += 1
+                if stop is not None and stop.is_set():
+                    raise Interrupted("stopped while instances were being de-identified")
+                while not exhausted and len(keys) < window and self._can_take():
+                    item = next(todo, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    index, (key, path) = item
+                    keys[index] = key
+                    self._hand(self._free(), index, Path(path))
+                if exhausted and not keys:
+                    return
+                for index, value in self._collect():
+                    done[index] = value
+        finally:  # left early (stop, an error, the caller's break): no answer may come late
+            self._kill_busy()
+
     def close(self) -> None:
-        """Ask the child to finish, then make sure it has."""
-        if self._conn is not None:
+        """Ask the children to finish, then make sure they have."""
+        for child in self._children:
             try:
-                self._conn.send(None)
+                child.conn.send(None)
             except OSError:
                 pass
-        if self._child is not None:
-            self._child.join(5)
-        self._kill()
+        for child in self._children:
+            child.process.join(5)
+        for child in list(self._children):
+            self._end(child)
 
-    def _ready(self, stop: threading.Event | None) -> Connection:
-        if self._conn is not None and self._child is not None and self._child.is_alive():
-            return self._conn
-        self._kill()
-        parent, child = self._context.Pipe()
+    # -- the children ------------------------------------------------------------------------
+
+    def _can_take(self) -> bool:
+        return len(self._children) < self.processes or any(c.path is None for c in self._children)
+
+    def _free(self) -> _Child:
+        """An idle child, started if none is idle (only called when :meth:`_can_take`)."""
+        for child in self._children:
+            if child.path is None:
+                return child
+        return self._start()
+
+    def _start(self) -> _Child:
+        parent, conn = self._context.Pipe()
         process = self._context.Process(
-            target=_serve, args=(child, self.deidentifier), name="apolo-deid-instance", daemon=True
+            target=_serve, args=(conn, self.deidentifier, self.task),
+            name="apolo-deid-instance", daemon=True,
         )
         process.start()
-        child.close()
-        self._child, self._conn = process, parent
-        deadline = time.monotonic() + START_TIMEOUT
-        while not parent.poll(POLL):
-            if stop is not None and stop.is_set():
-                self._kill()
-                raise Interrupted("stopped while the de-identification worker was starting")
-            if time.monotonic() >= deadline or not process.is_alive():
-                self._kill()
-                raise RuntimeError("the de-identification worker process did not start")
-        parent.recv()
-        return parent
+        conn.close()
+        child = _Child(process, parent, deadline=time.monotonic() + START_TIMEOUT)
+        self._children.append(child)
+        return child
 
-    def _kill(self) -> int | None:
-        """End the child at once (if any) and forget it; its exit code."""
-        code = None
-        if self._child is not None:
-            if self._child.is_alive():
-                self._child.kill()
-            self._child.join(5)
-            code = self._child.exitcode
-        if self._conn is not None:
-            self._conn.close()
-        self._child = self._conn = None
-        return code
+    def _hand(self, child: _Child, index: int, path: Path) -> None:
+        child.index, child.path = index, path
+        if child.ready:
+            child.conn.send(str(path))
+            child.deadline = time.monotonic() + self.timeout
+
+    def _collect(self) -> list[tuple[int, Any]]:
+        """Wait (a little) for the busy children; what finished, died or ran out of time."""
+        busy = [c for c in self._children if c.path is not None]
+        if not busy:
+            return []
+        soonest = min(c.deadline for c in busy)
+        ready = wait([c.conn for c in busy], timeout=max(0.0, min(POLL, soonest - time.monotonic())))
+        results = []
+        for child in busy:
+            if child.conn in ready:
+                try:
+                    status, value = child.conn.recv()
+                except (EOFError, OSError):
+                    code = self._end(child)
+                    results.append(self._refuse(child, f"de-identification worker died (exit code {code})"))
+                    continue
+                if status == "ready":
+                    child.ready = True
+                    self._hand(child, child.index, child.path)  # type: ignore[arg-type]
+                    continue
+                results.append((child.index, DeidError(str(value)) if status == "refused" else value))
+                child.index = child.path = None
+            elif time.monotonic() >= child.deadline:
+                self._end(child)
+                if not child.ready:
+                    raise RuntimeError("the de-identification worker process did not start")
+                results.append(self._refuse(
+                    child,
+                    f"de-identification took longer than [deid] instance_timeout ({self.timeout:g} s)",
+                ))
+        return results
+
+    def _refuse(self, child: _Child, reason: str) -> tuple[int, DeidError]:
+        assert child.index is not None
+        return child.index, DeidError(reason)
+
+    def _kill_busy(self) -> None:
+        for child in [c for c in self._children if c.path is not None]:
+            self._end(child)
+
+    def _end(self, child: _Child) -> int | None:
+        """Kill one child at once (if still running) and forget it; its exit code."""
+        if child.process.is_alive():
+            child.process.kill()
+        child.process.join(5)
+        child.conn.close()
+        self._children.remove(child)
+        return child.process.exitcode

@@ -9,8 +9,8 @@ UIDs and Patient/Study module go to the encrypted vault first; either way the in
 a cleaned instance is then deleted, so no readable original is kept. The study ends
 ``deidentified`` (with a reason when some instances were quarantined) or ``quarantined``.
 
-Instances are cleaned one at a time in a child process (``deid.isolate``) under ``[deid]
-max_depth`` and ``instance_timeout``: what is too deep, too slow or kills the process is
+Instances are cleaned in ``[deid] processes`` child processes at once (``deid.isolate``), under
+``[deid] max_depth`` and ``instance_timeout``: what is too deep, too slow or kills the process is
 quarantined with that reason, never retried as a job.
 """
 
@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from apolo_node.catalog import jobs
 from apolo_node.catalog.cleaning import (
+    PendingInstance,
     fail_study,
     mark_clean,
     pending_instances,
@@ -35,7 +36,8 @@ from apolo_node.catalog.cleaning import (
 from apolo_node.catalog.records import DEIDENTIFY
 from apolo_node.config import Config
 from apolo_node.deid import Deidentifier, DeidError
-from apolo_node.deid.isolate import Interrupted, IsolatedCleaner
+from apolo_node.deid.command import CleanInstance
+from apolo_node.deid.isolate import Interrupted, IsolatedCleaner, process_count
 from apolo_node.deid.quarantine import Quarantine
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
@@ -89,47 +91,56 @@ def deidentify_study(
 ) -> StudyOutcome:
     """Clean every waiting instance of the job's study; settle the study's status.
 
-    Each instance is cleaned in ``cleaner``'s child process: one nested deeper than ``[deid]
+    Instances are cleaned in ``cleaner``'s child processes, several at once, and settled in
+    order: one nested deeper than ``[deid]
     max_depth``, slower than ``instance_timeout`` or that kills its process is quarantined with
     that reason at once, so a poison instance never fails (and re-runs) its study's job.
     """
     clean = quarantined = 0
-    for n, inst in enumerate(pending_instances(engine, job.study_id), start=1):
-        if stop is not None and stop.is_set():
-            raise Stopping(f"job {job.id} interrupted by stop")
-        if n % HEARTBEAT_EVERY == 0 and not jobs.heartbeat(engine, job, worker, cfg.worker.lease):
-            raise LostClaim(f"job {job.id} was claimed by another worker")
-        try:
-            result = cleaner.clean(spool.root / inst.path, stop)
-        except Interrupted:
-            raise Stopping(f"job {job.id} interrupted by stop") from None
-        except DeidError as exc:
-            reason = str(exc)
-            quarantine_instance(
-                engine, spool, Quarantine.from_config(cfg), inst.id, job.study_uid,
-                inst.sop_instance_uid, inst.path, reason,
-            )
-            quarantined += 1
-            event(
-                log, "instance.quarantined", 30, study_uid=job.study_uid,
-                sop_instance_uid=inst.sop_instance_uid, reason=reason,
-            )
-            continue
-        if vault is not None:  # before the clean file: a result can always find its way back
-            with disable_value_validation():  # pydicom's warnings quote values
-                original = dcmread(spool.root / inst.path, stop_before_pixels=True)
-            vault.put(job.study_uid, inst.sop_instance_uid, original)
-        relative = f"{CLEAN}/{result.relative_path.as_posix()}"
-        spool.write(relative, result.encoded)
-        mark_clean(engine, inst.id, relative, study_date(result.dataset), body_part(result.dataset))
-        spool.remove(inst.path)  # the vault, if any, keeps what sending back needs
-        clean += 1
+    pending = ((inst, spool.root / inst.path) for inst in pending_instances(engine, job.study_id))
+    try:
+        for n, (inst, result) in enumerate(cleaner.clean_all(pending, stop), start=1):
+            if stop is not None and stop.is_set():
+                raise Stopping(f"job {job.id} interrupted by stop")
+            if n % HEARTBEAT_EVERY == 0 and not jobs.heartbeat(engine, job, worker, cfg.worker.lease):
+                raise LostClaim(f"job {job.id} was claimed by another worker")
+            if isinstance(result, DeidError):
+                reason = str(result)
+                quarantine_instance(
+                    engine, spool, Quarantine.from_config(cfg), inst.id, job.study_uid,
+                    inst.sop_instance_uid, inst.path, reason,
+                )
+                quarantined += 1
+                event(
+                    log, "instance.quarantined", 30, study_uid=job.study_uid,
+                    sop_instance_uid=inst.sop_instance_uid, reason=reason,
+                )
+                continue
+            _keep_clean(engine, spool, inst, job.study_uid, result, vault)
+            clean += 1
+    except Interrupted:
+        raise Stopping(f"job {job.id} interrupted by stop") from None
     status = settle_study(engine, job.study_id)
     event(
         log, "study.deidentified", study_uid=job.study_uid, clean=clean,
         quarantined=quarantined, status=status,
     )
     return StudyOutcome(clean, quarantined, status)
+
+
+def _keep_clean(
+    engine: Engine, spool: Spool, inst: PendingInstance, study_uid: str, result: CleanInstance,
+    vault: Vault | None,
+) -> None:
+    """Write a cleaned instance durably, mark it clean, delete its original."""
+    if vault is not None:  # before the clean file: a result can always find its way back
+        with disable_value_validation():  # pydicom's warnings quote values
+            original = dcmread(spool.root / inst.path, stop_before_pixels=True)
+        vault.put(study_uid, inst.sop_instance_uid, original)
+    relative = f"{CLEAN}/{result.relative_path.as_posix()}"
+    spool.write(relative, result.encoded)
+    mark_clean(engine, inst.id, relative, study_date(result.dataset), body_part(result.dataset))
+    spool.remove(inst.path)  # the vault, if any, keeps what sending back needs
 
 
 def run_once(
@@ -146,7 +157,7 @@ def run_once(
         return False
     try:
         if cleaner is None:
-            with IsolatedCleaner(deidentifier, cfg.deid.instance_timeout) as own:
+            with IsolatedCleaner(deidentifier, cfg.deid.instance_timeout, process_count(cfg)) as own:
                 deidentify_study(cfg, engine, spool, own, job, worker, stop, vault)
         else:
             deidentify_study(cfg, engine, spool, cleaner, job, worker, stop, vault)
@@ -172,7 +183,7 @@ def watch(
 ) -> None:
     """Work ``deidentify`` jobs until ``stop`` is set, with one worker process for all of them."""
     worker = worker_name(n)
-    with IsolatedCleaner(deidentifier, cfg.deid.instance_timeout) as cleaner:
+    with IsolatedCleaner(deidentifier, cfg.deid.instance_timeout, process_count(cfg)) as cleaner:
         workers.work_until_stopped(
             lambda: run_once(cfg, engine, spool, deidentifier, worker, stop, vault, cleaner),
             stop, cfg.worker.poll_interval, log, "deid.claim_failed",
