@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -9,6 +10,7 @@ import pytest
 from pydicom import dcmread
 
 from apolo_node.deid import DeidError, Deidentifier
+from apolo_node.deid.command import clean_file
 from apolo_node.deid.isolate import Interrupted, IsolatedCleaner
 from tests.deep_nesting import deep_content_file
 from tests.dose_sr import dose_sr, slow_sr
@@ -19,9 +21,9 @@ KEY = b"test-key-0123456789abcdef"
 def test_a_slow_instance_is_refused_at_the_time_cap_and_the_next_one_is_cleaned(tmp_path):
     slow = slow_sr(tmp_path / "slow.dcm")
     small = deep_content_file(tmp_path / "small.dcm", 2)
-    with IsolatedCleaner(Deidentifier(KEY), timeout=1.0) as cleaner:
+    with IsolatedCleaner(Deidentifier(KEY), timeout=0.5) as cleaner:
         started = time.monotonic()
-        with pytest.raises(DeidError, match=r"longer than \[deid\] instance_timeout \(1 s\)"):
+        with pytest.raises(DeidError, match=r"longer than \[deid\] instance_timeout \(0.5 s\)"):
             cleaner.clean(slow)
         assert time.monotonic() - started < 10, "refused at the cap, not when the work ends"
         clean = cleaner.clean(small)
@@ -57,7 +59,7 @@ def test_several_processes_answer_in_input_order_and_a_slow_one_holds_no_other(t
     slow = slow_sr(tmp_path / "slow.dcm")
     small = [deep_content_file(tmp_path / f"small{i}.dcm", 1) for i in range(6)]
     expected = {p: Deidentifier(KEY)(dcmread(p)).SOPInstanceUID for p in small}
-    with IsolatedCleaner(Deidentifier(KEY), timeout=1.0, processes=2) as cleaner:
+    with IsolatedCleaner(Deidentifier(KEY), timeout=0.5, processes=2) as cleaner:
         answers = list(cleaner.clean_all([(p, p) for p in [small[0], slow, *small[1:]]]))
         assert [key for key, _ in answers] == [small[0], slow, *small[1:]]
         assert isinstance(answers[1][1], DeidError)
@@ -71,3 +73,19 @@ def test_several_processes_answer_in_input_order_and_a_slow_one_holds_no_other(t
     assert [value.relative_path.name for _, value in again] == [
         f"{expected[p]}.dcm" for p in reversed(small)
     ]
+
+
+def dies_on_some(path, deidentifier):
+    """A worker task that kills its own process for files named ``die*`` (as an OOM kill would)."""
+    if path.name.startswith("die"):
+        os._exit(3)
+    return clean_file(path, deidentifier)
+
+
+def test_a_file_that_kills_its_worker_is_refused_and_the_next_one_is_cleaned(tmp_path):
+    doomed = deep_content_file(tmp_path / "die.dcm", 1)
+    fine = deep_content_file(tmp_path / "fine.dcm", 1)
+    with IsolatedCleaner(Deidentifier(KEY), timeout=30, task=dies_on_some) as cleaner:
+        with pytest.raises(DeidError, match=r"^de-identification worker died \(exit code 3\)$"):
+            cleaner.clean(doomed)
+        assert cleaner.clean(fine).relative_path.suffix == ".dcm"

@@ -98,7 +98,7 @@ def test_a_stable_study_is_cleaned_and_poison_instances_are_quarantined_not_retr
 ) -> None:
     """Too deep and too slow instances are quarantined with their reason; the job ends once."""
     cfg = make_config(
-        tmp_path, deid={"instance_timeout": 1.0}, receive={"max_depth": 64},
+        tmp_path, deid={"instance_timeout": 0.5}, receive={"max_depth": 64},
     )
     study = write_study(tmp_path / "in", series=1, per_series=4)
     [marker] = study.markers
@@ -117,7 +117,7 @@ def test_a_stable_study_is_cleaned_and_poison_instances_are_quarantined_not_retr
     assert sorted(s for s, _, _ in states) == ["clean"] * 4 + ["quarantined"] * 2
     reasons = sorted(r for s, r, _ in states if s == "quarantined")
     assert reasons == [
-        "de-identification took longer than [deid] instance_timeout (1 s)",
+        "de-identification took longer than [deid] instance_timeout (0.5 s)",
         "sequences nest deeper than [deid] max_depth (32)",
     ]
     assert_clean_files(cfg, row.study_uid, states, marker, 4)

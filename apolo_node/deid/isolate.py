@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +53,7 @@ class Interrupted(RuntimeError):
 
 def _serve(conn: Connection, deidentifier: Deidentifier, task: Task) -> None:
     """The child: run ``task`` on each path received; answer ("ok", value) or ("refused", reason)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends us
     conn.send(("ready", None))
     while True:
         try:
@@ -208,6 +210,10 @@ class IsolatedCleaner:
                     status, value = child.conn.recv()
                 except (EOFError, OSError):
                     code = self._end(child)
+                    if not child.ready:  # not the file's doing: the job fails and is retried
+                        raise RuntimeError(
+                            f"the de-identification worker process did not start (exit code {code})"
+                        ) from None
                     results.append(self._refuse(child, f"de-identification worker died (exit code {code})"))
                     continue
                 if status == "ready":
