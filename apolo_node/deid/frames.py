@@ -9,6 +9,8 @@ attributes and numbers, never a value that could identify anyone.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut
@@ -31,6 +33,12 @@ ALWAYS_LOSSY = {
 OFFSET_TABLES = ("ExtendedOffsetTable", "ExtendedOffsetTableLengths")
 # VRs whose values pydicom keeps as raw bytes in the file's byte order (PS3.5 7.3): moving a
 # big endian dataset to little endian must swap them (palette LUT data, ...), pydicom does not.
+PALETTE_KEYWORDS = (
+    "PixelRepresentation",  # settles the LUT Descriptors' US or SS
+    *(f"{colour}PaletteColorLookupTable{part}" for colour in ("Red", "Green", "Blue", "Alpha")
+      for part in ("Descriptor", "Data")),
+    *(f"Segmented{colour}PaletteColorLookupTableData" for colour in ("Red", "Green", "Blue", "Alpha")),
+)
 WORD_SIZES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
 PIXEL_DATA = 0x7FE00010
 
@@ -93,20 +101,25 @@ def ocr_image(ds: Dataset, frame: np.ndarray) -> np.ndarray:
 
 
 def palette_colours(ds: Dataset, values: np.ndarray) -> np.ndarray:
-    """The RGB colours of PALETTE COLOR stored values.
+    """The RGB colours of PALETTE COLOR stored values, read from a copy of the palette module.
 
-    pydicom 3.0's ``apply_color_lut`` reads (non-segmented) LUT Data in the machine's byte order
-    whatever the transfer syntax; a big endian dataset's tables are swapped first, into a copy.
+    A copy, because reading a LUT Descriptor in ``ds`` itself leaves there a value pydicom
+    cannot pickle (the worker process could not send the instance back). And pydicom 3.0's
+    ``apply_color_lut`` reads non-segmented LUT Data in the machine's byte order whatever the
+    transfer syntax, so a big endian dataset's tables are swapped in the copy.
     """
-    if _syntax(ds) != ExplicitVRBigEndian or "RedPaletteColorLookupTableData" not in ds:
-        return apply_color_lut(values, ds)
     palette = Dataset()
-    for colour in ("Red", "Green", "Blue", "Alpha"):
-        for part in ("Descriptor", "Data"):
-            keyword = f"{colour}PaletteColorLookupTable{part}"
-            if keyword in ds:
-                setattr(palette, keyword, ds[keyword].value)
-    _swap_words(palette)
+    if hasattr(ds, "file_meta"):
+        palette.file_meta = ds.file_meta
+    for keyword in PALETTE_KEYWORDS:
+        elem = ds.get_item(keyword)  # raw, unconverted, where nobody has read it yet
+        if elem is not None:
+            palette[elem.tag] = copy.deepcopy(elem)
+    if _syntax(ds) == ExplicitVRBigEndian:
+        for colour in ("Red", "Green", "Blue", "Alpha"):
+            keyword = f"{colour}PaletteColorLookupTableData"
+            if keyword in palette:
+                palette[keyword].value = np.frombuffer(palette[keyword].value, ">u2").astype("<u2").tobytes()
     return apply_color_lut(values, palette)
 
 

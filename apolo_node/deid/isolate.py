@@ -12,17 +12,20 @@ header path is CPU-bound: processes, not threads), and results still come back i
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, TypeVar
+
+from pydicom import dcmread
 
 from apolo_node.config import Config
 from apolo_node.deid.actions import Deidentifier
@@ -65,9 +68,13 @@ def _serve(conn: Connection, deidentifier: Deidentifier, task: Task) -> None:
         try:
             value = task(Path(path), deidentifier)
             if isinstance(value, CleanInstance):  # the pixels travel encoded only
+                # read back from its bytes: a value pydicom has converted may not pickle (an
+                # implicit VR LUT Descriptor's), raw elements always do
+                dataset = dcmread(io.BytesIO(value.encoded))
                 for tag in PIXEL_TAGS:
-                    if tag in value.dataset:
-                        del value.dataset[tag]
+                    if tag in dataset:
+                        del dataset[tag]
+                value = replace(value, dataset=dataset)
             answer: tuple[str, object] = ("ok", value)
         except DeidError as exc:
             answer = ("refused", str(exc))
