@@ -12,7 +12,7 @@ from apolo_node.catalog.migrate import require_head
 from apolo_node.catalog.records import queue_stable_studies
 from apolo_node.config import Config
 from apolo_node.deid import Deidentifier
-from apolo_node.deid.isolate import IsolatedCleaner
+from apolo_node.deid.isolate import IsolatedCleaner, process_count
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
 from apolo_node.pipeline import deidentify, describe
@@ -81,7 +81,8 @@ def ingest(cfg: Config, paths: list[Path]) -> IngestSummary:
             deidentifier = Deidentifier.from_config(cfg)
             vault = Vault.from_config(cfg) if cfg.send.enabled else None
             spool = Spool(cfg.spool_root)
-            with IsolatedCleaner(deidentifier, cfg.deid.instance_timeout) as cleaner:  # one child
+            cleaner = IsolatedCleaner(deidentifier, cfg.deid.instance_timeout, process_count(cfg))
+            with cleaner:
                 while deidentify.run_once(
                     cfg, engine, spool, deidentifier, deidentify.worker_name(), vault=vault,
                     cleaner=cleaner,
