@@ -89,3 +89,17 @@ def test_a_file_that_kills_its_worker_is_refused_and_the_next_one_is_cleaned(tmp
         with pytest.raises(DeidError, match=r"^de-identification worker died \(exit code 3\)$"):
             cleaner.clean(doomed)
         assert cleaner.clean(fine).relative_path.suffix == ".dcm"
+
+
+def test_a_run_left_without_closing_gives_no_answer_to_the_next(tmp_path):
+    """A caller that raised mid-run may keep its generator alive; the next run is not confused."""
+    old, new = slow_sr(tmp_path / "old.dcm"), slow_sr(tmp_path / "new.dcm")
+    small = deep_content_file(tmp_path / "small.dcm", 1)
+    expected = Deidentifier(KEY)(dcmread(new)).SOPInstanceUID
+    with IsolatedCleaner(Deidentifier(KEY), timeout=30, processes=2) as cleaner:
+        abandoned = cleaner.clean_all([(p, p) for p in (small, old)])
+        assert next(abandoned)[0] == small  # the old SR is now under way, and never closed
+        answers = list(cleaner.clean_all([(p, p) for p in (small, new)]))
+        del abandoned
+    assert [key for key, _ in answers] == [small, new]
+    assert answers[1][1].relative_path.name == f"{expected}.dcm", "not the old SR's answer"

@@ -133,6 +133,7 @@ class IsolatedCleaner:
         Raises :class:`Interrupted` when ``stop`` is set; files not yet yielded were neither
         cleaned nor refused.
         """
+        self._kill_busy()  # what an earlier run left under way answers to nobody
         todo = iter(enumerate(items))
         keys: dict[int, Key] = {}
         done: dict[int, Any] = {}
