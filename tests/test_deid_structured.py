@@ -12,7 +12,9 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from apolo_node.deid import Deidentifier, clean_instance
+from apolo_node.deid.command import clean_file
 from apolo_node.deid.dates import shift_da, shift_days, shift_dt
+from apolo_node.deid.depth import dataset_sequence_depth, file_sequence_depth
 from apolo_node.deid.patient import patient_key
 from apolo_node.deid.verify import verify_deidentified
 from tests.dose_sr import (
@@ -163,3 +165,23 @@ def test_d_on_a_code_sequence_leaves_no_identifier(options: list[str]) -> None:
     clean = clean_instance(image, Deidentifier(KEY, options))
     assert b"EMP449120" not in clean.encoded and b"Lindqvist" not in clean.encoded
     assert clean.dataset.get("VerifyingObserverSequence", []) == [], "an empty sequence stays empty"
+
+
+def test_an_sr_written_with_undefined_lengths_is_cleaned_like_any_other(tmp_path) -> None:
+    """Sequences and items of undefined length, as pynetdicom and dcm4che senders write them."""
+    original = dose_sr()
+    for elem in original.iterall():
+        if elem.VR == "SQ":
+            elem.is_undefined_length = True
+            for item in elem.value:
+                item.is_undefined_length_sequence_item = True
+    path = tmp_path / "undefined.dcm"
+    original.save_as(path, enforce_file_format=True)
+    assert b"\xfe\xff\xdd\xe0" in path.read_bytes(), "sequence delimiters written"
+    # Four content levels, then Measured Value and Measurement Units Code Sequences.
+    assert file_sequence_depth(path, 32) == dataset_sequence_depth(dcmread(path), 32) == 6
+    clean = clean_file(path, Deidentifier(KEY, WITH_OPTION))
+    after = leaves(dcmread(BytesIO(clean.encoded)))
+    assert after["121106"].TextValue == "ANONYMIZED"
+    assert after["113838"].MeasuredValueSequence[0].NumericValue == 412.7
+    assert b"Okonkwo" not in clean.encoded
