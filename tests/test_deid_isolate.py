@@ -103,3 +103,16 @@ def test_a_run_left_without_closing_gives_no_answer_to_the_next(tmp_path):
         del abandoned
     assert [key for key, _ in answers] == [small, new]
     assert answers[1][1].relative_path.name == f"{expected}.dcm", "not the old SR's answer"
+
+
+def unpicklable(path, deidentifier):
+    """A worker task whose answer cannot be sent back."""
+    return threading.Lock()
+
+
+def test_an_answer_that_cannot_be_sent_back_is_a_refusal_not_a_dead_worker(tmp_path):
+    small = deep_content_file(tmp_path / "small.dcm", 1)
+    with IsolatedCleaner(Deidentifier(KEY), timeout=30, task=unpicklable) as cleaner:
+        for _ in range(2):  # the same worker answers again
+            with pytest.raises(DeidError, match=r"^could not return the clean instance: TypeError$"):
+                cleaner.clean(small)

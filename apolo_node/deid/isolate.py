@@ -80,7 +80,12 @@ def _serve(conn: Connection, deidentifier: Deidentifier, task: Task) -> None:
             answer = ("refused", str(exc))
         except BaseException as exc:  # never a value: pydicom messages may quote them
             answer = ("refused", f"could not de-identify: {type(exc).__name__}")
-        conn.send(answer)
+        try:
+            conn.send(answer)  # pickled whole before a byte is written
+        except (OSError, EOFError):
+            return
+        except Exception as exc:  # a value that does not pickle: refuse rather than die
+            conn.send(("refused", f"could not return the clean instance: {type(exc).__name__}"))
 
 
 @dataclass
