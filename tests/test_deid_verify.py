@@ -312,3 +312,23 @@ def test_an_inferred_shift_outside_our_range_excuses_nothing():
     out.StudyDate = ds.PatientBirthDate  # a bug copies the birth date where the shifted date goes
     with pytest.raises(LEAK, match=r"PatientBirthDate\(0010,0030\).*at StudyDate\(0008,0020\)"):
         verify_deidentified(ds, out, deid.profile)
+
+
+def test_the_deid_path_checks_dates_against_the_de_identifiers_own_shift():
+    """With the shift given (as clean_instance gives it), another original date one to ten years
+    away, written where the only shifted date goes, is caught: an inferred shift would excuse it."""
+    from apolo_node.deid.command import clean_instance
+
+    ds = original(new_marker())
+    for keyword in ("AcquisitionDate", "ContentDate", "SeriesDate", "InstanceCreationDate"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    deid = Deidentifier(KEY, DEFAULTS)
+    assert deid.date_shift(ds) == shift_days(KEY, patient_key(ds))
+    clean_instance(ds, deid)  # the real output passes
+    ds.PatientBirthDate = shift_da(ds.StudyDate, -400)  # as far before StudyDate as a shift goes
+    out = deid(ds)
+    out.StudyDate = ds.PatientBirthDate  # a bug writes the birth date where the shifted date goes
+    verify_deidentified(ds, out, deid.profile)  # the hole an inferred shift leaves ...
+    with pytest.raises(LEAK, match=r"PatientBirthDate\(0010,0030\).*at StudyDate\(0008,0020\)"):
+        verify_deidentified(ds, out, deid.profile, days=deid.date_shift(ds))  # ... closed

@@ -135,10 +135,8 @@ class Deidentifier:
         Raises :class:`~apolo_node.deid.depth.TooDeep` first when its sequences nest too deep.
         """
         check_depth(ds, self.max_depth)
-        pkey = patient_key(ds)
         patient = _Patient(
-            pseudonym=PatientPseudonym.derive(self._key, pkey),
-            days=shift_days(self._key, pkey) if self.profile.shifts_dates else 0,
+            pseudonym=PatientPseudonym.derive(self._key, patient_key(ds)), days=self.date_shift(ds)
         )
         out = Dataset(copy.deepcopy(ds))
         self._clean(out, patient)
@@ -147,6 +145,11 @@ class Deidentifier:
         self._record(out)
         out.file_meta = self._file_meta(ds, out)
         return out
+
+    def date_shift(self, ds: Dataset) -> int:
+        """The days this patient's dates move by (0 when the profile keeps dates): the verifier
+        checks a shifted date against exactly this, never a shift it guesses from the file."""
+        return shift_days(self._key, patient_key(ds)) if self.profile.shifts_dates else 0
 
     # -- the walk ---------------------------------------------------------------------------
 

@@ -117,7 +117,9 @@ def clean_instance(ds: Dataset, deidentifier: Deidentifier) -> CleanInstance:
     except Exception as exc:  # pydicom messages may quote values: keep only the kind
         raise DeidError(f"could not de-identify: {type(exc).__name__}") from None
     try:
-        verify_deidentified(original, out, deidentifier.profile, encoded)
+        verify_deidentified(
+            original, out, deidentifier.profile, encoded, days=deidentifier.date_shift(original)
+        )
     except PHILeakError as exc:  # its message names tags and paths only
         raise DeidError(str(exc)) from None
     except Exception as exc:
