@@ -63,7 +63,9 @@ class ReceiveSettings:
     allowed_addresses: list = setting(
         [], "source addresses or networks (CIDR) allowed to connect; empty allows any"
     )
-    max_associations: int = setting(10, "associations served at once; more are rejected")
+    max_associations: int = setting(
+        32, "associations served at once; more are rejected (keep it above max_per_address)"
+    )
     max_pdu: int = setting(131072, "maximum PDU size we receive, in bytes (0: unlimited)")
     network_timeout: float = setting(60.0, "seconds of silence before an association is dropped")
     tls_cert: str = setting("", "PEM certificate for DICOM TLS; empty serves plain TCP")
@@ -85,7 +87,9 @@ class ReceiveSettings:
         64, "connections accepted but not yet associated, at once; more are closed at accept"
     )
     max_per_address: int = setting(
-        16, "connections at once from one source address, associated or not; more are closed"
+        16,
+        "connections at once from one source address, associated or not; more are closed "
+        "(below max_associations, so that one address cannot hold every slot)",
     )
     max_instance_size: int = setting(
         4_294_967_296, "largest data set we take, in bytes (inflated, for deflate); larger gets 0xA700"
