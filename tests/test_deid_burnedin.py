@@ -144,7 +144,7 @@ def test_text_still_found_after_redaction_is_refused_without_quoting_it(
                                txts=(text,), scores=(0.99,))
     monkeypatch.setattr(burnedin, "_ocr", lambda image: stubborn)
     with pytest.raises(
-        DeidError, match=r"text is still found after 3 rounds of redaction on frame\(s\) \[1\]"
+        DeidError, match=rf"text is still found after {burnedin.ROUNDS} rounds of redaction on frame\(s\) \[1\]"
     ) as info:
         clean_instance(ds, deidentifier())
     assert marker not in str(info.value)
@@ -390,3 +390,52 @@ def test_a_big_endian_palette_image_keeps_its_colours(tmp_path: Path) -> None:
                           frames_mod.palette_colours(ds, before[150:190, 100:200]))
     left = read_text(out)
     assert "DOE" not in left and marker[:4] not in left
+
+
+def _cine_with_text_on_every_frame(frames: int) -> tuple[Dataset, tuple[int, int, int, int]]:
+    """A native RGB cine whose frames all carry the same name and differ in the anatomy; the
+    name's box."""
+    _, text = planted()
+    ds, _, box = build(Case("us-rgb", "US", "RGB"), text)
+    frame = decode_frames(ds)[0]
+    loop = np.stack([frame] * frames)
+    for n in range(frames):
+        loop[n, 120:130, 150:160] = 60 + 20 * n  # the heart moves; the overlay does not
+    ds.NumberOfFrames = frames
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+    ds.PixelData = loop.tobytes()
+    return ds, box
+
+
+def test_a_cine_overlay_is_read_once_and_found_on_every_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    ds, (x0, y0, x1, y1) = _cine_with_text_on_every_frame(4)
+    burnedin._ocr(np.zeros((32, 32, 3), np.uint8))  # the engine, with its recogniser cache
+    cache = burnedin._engine.text_rec
+    assert isinstance(cache, burnedin._RecognitionCache)
+    cache.forget()
+    read: list[int] = []
+    real = cache.recogniser
+    monkeypatch.setattr(cache, "recogniser", lambda args: read.append(len(args.img)) or real(args))
+    boxes = burnedin.find_text(ds, decode_frames(ds))
+    for frame in range(4):
+        assert any(b.frame == frame and b.x0 <= x0 and b.y0 <= y0 and b.x1 >= x1 and b.y1 >= y1
+                   for b in boxes), f"the name is found on frame {frame + 1}"
+    assert sum(read) < len(boxes), "lines seen on an earlier frame are not read again"
+    out, _ = burnedin.redact_burned_in_text(ds)
+    assert not burnedin._engine.text_rec.read, "nothing read outlives the instance"
+    assert "DOE" not in read_text(out)
+
+
+def test_repeated_frames_and_blank_tiles_are_not_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    ds, _ = _cine_with_text_on_every_frame(3)
+    loop = decode_frames(ds).copy()
+    loop[2] = loop[0]  # a frozen frame
+    loop[1] = 0  # a blank one
+    calls: list[int] = []
+    real = burnedin._ocr
+    monkeypatch.setattr(burnedin, "_ocr", lambda image: calls.append(1) or real(image))
+    boxes = burnedin.find_text(ds, loop)
+    assert len(calls) == 1, "one distinct frame with content: one OCR call"
+    frame0 = sorted((b.x0, b.y0, b.x1, b.y1) for b in boxes if b.frame == 0)
+    assert frame0 and frame0 == sorted((b.x0, b.y0, b.x1, b.y1) for b in boxes if b.frame == 2)
+    assert not [b for b in boxes if b.frame == 1]

@@ -6,8 +6,8 @@ row gives. Every file readable with its UIDs is written, or refused for a reason
 accept: it has no Study Instance UID, its pixels cannot be decoded, it is not DICOM.
 
 Rows whose OCR takes minutes (long cine loops, and large radiographs whose twin in another
-encoding runs) need ``APOLO_TEST_SLOW=1``; the rest take a few minutes on two cores. A new file in a new pydicom release fails
-:func:`test_every_file_has_a_row` until it is given one.
+encoding runs) need ``APOLO_TEST_SLOW=1``; the rest take a few minutes on two cores. A new
+file in a new pydicom release fails :func:`test_every_file_has_a_row` until it is given one.
 """
 
 from __future__ import annotations

@@ -23,9 +23,11 @@ Nothing the OCR reads is ever logged or put in an error: it is PHI.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import importlib.util
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -37,7 +39,8 @@ MARGIN = 4  # pixels added around each text box on every side
 MIN_SCORE = 0.5  # lowest recogniser score kept (rapidocr's Global.text_score)
 SHORT_TEXT = 2  # characters: texts this short ...
 TALL_SHORT_TEXT = 0.1  # ... in a box taller than this share of the frame are anatomy
-ROUNDS = 3  # rescans after redaction; what each finds is blacked out before the next
+ROUNDS = 5  # rescans after redaction; what each finds is blacked out before the next
+CACHE_LINES = 4096  # text line readings kept while one instance is scanned
 # rapidocr misses 18 px text on a 2048 x 2048 frame and finds it on a 1024 x 1024 crop: larger
 # frames are read in overlapping tiles. A line cut by a tile's edge is read in pieces, or not at
 # all, so tiles overlap by half: any line up to 512 px wide lies whole in one tile. The rescan
@@ -85,9 +88,58 @@ def _ocr(image: np.ndarray) -> Any:
                 _engine = RapidOCR(
                     params={"Global.log_level": "critical", "Global.text_score": MIN_SCORE}
                 )
+                _cache_recognition(_engine)
             except Exception as exc:
                 raise BurnedInTextError(f"the OCR engine could not start ({type(exc).__name__})") from None
         return _engine(image)
+
+
+class _RecognitionCache:
+    """rapidocr's recogniser, reading each distinct text line crop once per instance.
+
+    A cine loop carries the same overlay on every frame: the detector finds the same lines, and
+    their crops are equal bytes, so their reading is reused; the recogniser is most of the OCR
+    time. :func:`_redact` clears it for each instance (no text outlives the instance's scan).
+    """
+
+    def __init__(self, recogniser: Any) -> None:
+        self.recogniser = recogniser
+        self.read: dict[bytes, tuple[Any, Any, Any]] = {}
+        self.last: Any = None  # the recogniser's last output, the shape of what we answer
+
+    def __call__(self, args: Any) -> Any:
+        crops = [args.img] if isinstance(args.img, np.ndarray) else list(args.img)
+        keys = [_digest(crop) for crop in crops]
+        new = {key: crop for key, crop in zip(keys, crops) if key not in self.read}
+        if len(self.read) + len(new) > CACHE_LINES:
+            self.read.clear()
+            new = dict(zip(keys, crops))
+        if new or self.last is None:
+            batch = new or dict(zip(keys, crops))
+            self.last = self.recogniser(dataclasses.replace(args, img=list(batch.values())))
+            for key, txt, score, words in zip(
+                batch, self.last.txts, self.last.scores, self.last.word_results
+            ):
+                self.read[key] = (txt, score, words)
+        txts, scores, words = zip(*(self.read[key] for key in keys))
+        return dataclasses.replace(self.last, imgs=crops, txts=txts, scores=scores, word_results=words)
+
+    def forget(self) -> None:
+        self.read.clear()
+        self.last = None
+
+
+def _digest(image: np.ndarray) -> bytes:
+    image = np.ascontiguousarray(image)
+    return hashlib.blake2b(image.tobytes() + repr(image.shape).encode(), digest_size=16).digest()
+
+
+def _cache_recognition(engine: Any) -> None:
+    """Put :class:`_RecognitionCache` in front of the engine's recogniser (rapidocr 3 loads it
+    lazily through ``_load_rec_model``; without that method the engine is left as it is)."""
+    load = getattr(engine, "_load_rec_model", None)
+    if load is not None and getattr(engine, "text_rec", False) is None:
+        engine.text_rec = _RecognitionCache(load())
 
 
 def _looks_like_text(text: str, height: int, rows: int) -> bool:
@@ -106,15 +158,28 @@ def find_text(
     ds: Dataset, frames: np.ndarray, indices: Iterable[int] | None = None, phase: int = 0
 ) -> list[Box]:
     """Text boxes on the given frames (all by default), with the margin, clipped to the frame;
-    ``phase`` shifts the inner tiles (the rescan reads across the first pass's seams)."""
+    ``phase`` shifts the inner tiles (the rescan reads across the first pass's seams).
+
+    OCR is the cost, so it is spent only where text can be: a frame equal to one already read
+    (a frozen or repeated cine frame) gets that frame's boxes, and a uniform tile (a blank
+    frame, the black background of a radiograph) none, without calling the engine.
+    """
     rows, columns = frames.shape[1], frames.shape[2]
     boxes: list[Box] = []
+    read: dict[bytes, int] = {}  # digest of a frame's stored values -> the frame read with them
     for index in range(len(frames)) if indices is None else indices:
+        digest = hashlib.blake2b(np.ascontiguousarray(frames[index]).tobytes(), digest_size=16).digest()
+        if digest in read:
+            boxes += [replace(box, frame=index) for box in boxes if box.frame == read[digest]]
+            continue
+        read[digest] = index
         try:
             image = ocr_image(ds, frames[index])
             for top in _tile_starts(rows, phase):
                 for left in _tile_starts(columns, phase):
                     tile = np.ascontiguousarray(image[top : top + TILE, left : left + TILE])
+                    if tile.min() == tile.max():
+                        continue
                     for x0, y0, x1, y1 in _text_in(tile):
                         boxes.append(
                             Box(
@@ -166,6 +231,15 @@ def redact_burned_in_text(ds: Dataset) -> tuple[Dataset, list[Box]]:
 
 
 def _redact(ds: Dataset) -> tuple[Dataset, list[Box]]:
+    try:
+        return _redact_frames(ds)
+    finally:  # what the OCR read stays with this instance
+        recogniser = getattr(_engine, "text_rec", None)
+        if isinstance(recogniser, _RecognitionCache):
+            recogniser.forget()
+
+
+def _redact_frames(ds: Dataset) -> tuple[Dataset, list[Box]]:
     frames = decode_frames(ds)
     boxes = find_text(ds, frames)
     out = copy.deepcopy(ds)
