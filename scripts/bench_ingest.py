@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Ingest benchmark: one 500-slice CT study sent by dcmtk storescu over one association.
+"""Ingest benchmark: one 500-slice CT study sent by dcmtk storescu, over one association and
+over four at once (the study split in four, four storescu started together).
 
 Receivers, in interleaved rounds (the order rotates each round):
 
@@ -10,11 +11,12 @@ Receivers, in interleaved rounds (the order rotates each round):
   logging at ``--log-level`` (INFO by default, one line per instance, as the node runs).
 
 dcmtk programs and Orthanc run with ``TCP_NODELAY=1`` (see /work/shared/notes/
-dicom-network-facts.md). Each send is timed by the wall clock of storescu, and after each send
-the files the receiver kept are counted: a receiver that loses files gets no figure.
+dicom-network-facts.md). Each send is timed by the wall clock from the first storescu's start
+to the last one's end, and after each send the files the receiver kept are counted: a receiver
+that loses files gets no figure.
 
-    python scripts/bench_ingest.py                      # all three, 5 rounds
-    python scripts/bench_ingest.py --only storescp,orthanc --rounds 3
+    python scripts/bench_ingest.py                      # all three, 1 and 4 senders, 5 rounds
+    python scripts/bench_ingest.py --only storescp,orthanc --rounds 3 --senders 4
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ from tests.peers import (  # noqa: E402
     free_port,
     log_tail,
     port_open,
+    start_storescu,
     stop_process,
-    storescu,
     wait_until,
 )
 from tests.synthetic import write_study  # noqa: E402
@@ -173,9 +175,10 @@ def run_apolo(workdir: Path, logs: Path, log_level: str) -> Iterator[Receiver]:
 
 
 def send_once(
-    name: str, files: list[Path], workdir: Path, logs: Path, log_level: str = "INFO"
+    name: str, files: list[Path], workdir: Path, logs: Path, log_level: str = "INFO", senders: int = 1
 ) -> tuple[float | None, int, str]:
-    """Start receiver ``name``, send the study, count what it kept: (seconds, files kept, note)."""
+    """Start receiver ``name``, send the study over ``senders`` associations at once, count what
+    it kept: (seconds, files kept, note)."""
     starters = {
         "storescp": lambda: run_storescp(workdir),
         "orthanc": lambda: run_orthanc(workdir),
@@ -184,21 +187,22 @@ def send_once(
     try:
         with starters[name]() as receiver:
             start = time.perf_counter()
-            done = storescu(
-                files,
-                receiver.port,
-                called_aet=receiver.called_aet,
-                calling_aet="BENCH",
-                timeout=900,
-                check=False,
-            )
+            procs = [
+                start_storescu(
+                    files[i::senders], receiver.port, called_aet=receiver.called_aet,
+                    calling_aet=f"BENCH{i}",
+                )
+                for i in range(senders)
+            ]
+            outputs = [p.communicate(timeout=900)[0] for p in procs]
             seconds = time.perf_counter() - start
             kept = receiver.count()
     except PeerError as exc:
         return None, 0, f"error: {str(exc).splitlines()[0]}"
-    if done.returncode != 0:
-        tail = " | ".join(done.stdout.splitlines()[-3:])
-        return None, kept, f"storescu exited with status {done.returncode}: {tail}"
+    for proc, out in zip(procs, outputs):
+        if proc.returncode != 0:
+            tail = " | ".join((out or "").splitlines()[-3:])
+            return None, kept, f"storescu exited with status {proc.returncode}: {tail}"
     if kept != len(files):
         return None, kept, f"LOST FILES: sent {len(files)}, kept {kept}"
     return seconds, kept, ""
@@ -235,73 +239,19 @@ def fmt(value: float | None, spec: str = ",.0f") -> str:
     return "FAIL" if value is None else format(value, spec)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/tmp/apolo-bench-ct"), help="cached study folder")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", default=",".join(RECEIVERS), help="comma list of " + ",".join(RECEIVERS))
-    parser.add_argument("--slices", type=int, default=500, help="instances in the study (default 500)")
-    parser.add_argument("--size", type=int, default=512, help="rows and columns (default 512)")
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"],
-        help="apolo-node's [log] level (default INFO, the node's own default: one line per instance)",
-    )
-    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
-    args = parser.parse_args(argv)
-
-    receivers = [r.strip() for r in args.only.split(",") if r.strip()]
-    unknown = [r for r in receivers if r not in RECEIVERS]
-    if unknown or not receivers:
-        parser.error(f"--only {args.only!r}: unknown receiver(s) {unknown}; choose from {', '.join(RECEIVERS)}")
-    if args.rounds < 1:
-        parser.error(f"--rounds {args.rounds}: must be at least 1")
-
-    print_header(args, receivers)
-    files = ensure_study(args.data, args.slices, args.size)
-    size = warm_page_cache(files)
-    print(f"study: {len(files)} files, {size / 1e6:,.0f} MB in {args.data}")
+def print_table(
+    rates: dict[str, list[float | None]], receivers: list[str], rounds: int, senders: int
+) -> None:
+    """img/s per round and receiver, with apolo's ratios to the peers measured in the same round."""
     print()
-
-    work = args.work or Path(tempfile.mkdtemp(prefix="apolo-bench-"))
-    logs = work / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    rates: dict[str, list[float | None]] = {r: [] for r in receivers}
-    notes: list[str] = []
-    kept_apolo: list[int] = []
-    try:
-        for rnd in range(1, args.rounds + 1):
-            shift = (rnd - 1) % len(receivers)
-            order = receivers[shift:] + receivers[:shift]
-            for name in order:
-                workdir = work / f"round{rnd}" / name
-                seconds, kept, note = send_once(name, files, workdir, logs, args.log_level)
-                rate = len(files) / seconds if seconds else None
-                rates[name].append(rate)
-                if name == "apolo":
-                    kept_apolo.append(kept)
-                    print(f"round {rnd}: apolo kept {kept} of {len(files)} files under spool/incoming", flush=True)
-                extra = f"  ({note})" if note else ""
-                print(f"round {rnd}: {name:<8} {fmt(rate):>7} img/s, {kept} kept{extra}", flush=True)
-                if note:
-                    notes.append(f"round {rnd} {name}: {note}")
-                shutil.rmtree(workdir, ignore_errors=True)
-    finally:
-        if args.work is None:
-            keep = any("error" in n or "status" in n for n in notes)
-            if not keep:
-                shutil.rmtree(work, ignore_errors=True)
-            else:
-                print(f"logs kept in {logs}")
-
-    print()
-    print("img/s per round (storescu wall clock, one association)")
+    print(f"img/s per round (wall clock, {senders} storescu at once)")
     header = f"{'round':>5} " + " ".join(f"{r:>9}" for r in receivers)
     ratios = [("apolo", "orthanc"), ("apolo", "storescp")]
     ratios = [(a, b) for a, b in ratios if a in receivers and b in receivers]
     header += "".join(f" {a + '/' + b:>15}" for a, b in ratios)
     print(header)
     ratio_values: dict[tuple[str, str], list[float]] = {pair: [] for pair in ratios}
-    for i in range(args.rounds):
+    for i in range(rounds):
         row = f"{i + 1:>5} " + " ".join(f"{fmt(rates[r][i]):>9}" for r in receivers)
         for a, b in ratios:
             x, y = rates[a][i], rates[b][i]
@@ -315,6 +265,80 @@ def main(argv: list[str] | None = None) -> int:
     )
     row += "".join(f" {fmt(median(ratio_values[p]), '.3f'):>15}" for p in ratios)
     print(row)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("/tmp/apolo-bench-ct"), help="cached study folder")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", default=",".join(RECEIVERS), help="comma list of " + ",".join(RECEIVERS))
+    parser.add_argument("--slices", type=int, default=500, help="instances in the study (default 500)")
+    parser.add_argument("--size", type=int, default=512, help="rows and columns (default 512)")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"],
+        help="apolo-node's [log] level (default INFO, the node's own default: one line per instance)",
+    )
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument(
+        "--senders", default="1,4", help="comma list of storescu counts sent at once (default 1,4)"
+    )
+    args = parser.parse_args(argv)
+
+    receivers = [r.strip() for r in args.only.split(",") if r.strip()]
+    unknown = [r for r in receivers if r not in RECEIVERS]
+    if unknown or not receivers:
+        parser.error(f"--only {args.only!r}: unknown receiver(s) {unknown}; choose from {', '.join(RECEIVERS)}")
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: must be at least 1")
+    try:
+        counts = [int(n) for n in args.senders.split(",") if n.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        parser.error(f"--senders {args.senders!r}: give counts of 1 or more, e.g. 1,4")
+
+    print_header(args, receivers)
+    files = ensure_study(args.data, args.slices, args.size)
+    size = warm_page_cache(files)
+    print(f"study: {len(files)} files, {size / 1e6:,.0f} MB in {args.data}")
+    print()
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="apolo-bench-"))
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    rates: dict[int, dict[str, list[float | None]]] = {n: {r: [] for r in receivers} for n in counts}
+    notes: list[str] = []
+    kept_apolo: list[int] = []
+    try:
+        for rnd in range(1, args.rounds + 1):
+            shift = (rnd - 1) % len(receivers)
+            order = receivers[shift:] + receivers[:shift]
+            for senders in counts:
+                for name in order:
+                    workdir = work / f"round{rnd}" / f"{name}-{senders}"
+                    seconds, kept, note = send_once(name, files, workdir, logs, args.log_level, senders)
+                    rate = len(files) / seconds if seconds else None
+                    rates[senders][name].append(rate)
+                    if name == "apolo":
+                        kept_apolo.append(kept)
+                    extra = f"  ({note})" if note else ""
+                    print(
+                        f"round {rnd}: {name:<8} x{senders} {fmt(rate):>7} img/s, {kept} kept{extra}",
+                        flush=True,
+                    )
+                    if note:
+                        notes.append(f"round {rnd} {name} x{senders}: {note}")
+                    shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        if args.work is None:
+            keep = any("error" in n or "status" in n for n in notes)
+            if not keep:
+                shutil.rmtree(work, ignore_errors=True)
+            else:
+                print(f"logs kept in {logs}")
+
+    for senders in counts:
+        print_table(rates[senders], receivers, args.rounds, senders)
     if kept_apolo:
         print(f"apolo files kept per round: {kept_apolo} (expected {len(files)} each)")
     if notes:
