@@ -179,3 +179,31 @@ def test_migrations_upgrade_rows_in_place_and_downgrade_to_nothing(catalog_url: 
         command.downgrade(acfg, "base")
     assert "instance" not in inspect(eng).get_table_names()
     eng.dispose()
+
+
+def test_a_study_is_not_settled_while_instances_wait_and_keeps_a_job_for_them(engine: Engine) -> None:
+    from apolo_node.catalog.cleaning import mark_clean, pending_instances, settle_study
+
+    t0 = utcnow() - dt.timedelta(seconds=300)
+    for sop in ("2.25.911", "2.25.912"):
+        record_instance(engine, rec("2.25.9", "2.25.91", sop), now=t0)
+    assert queue_stable_studies(engine, 30, now=t0 + dt.timedelta(seconds=31)) == ["2.25.9"]
+    first = jobs.claim(engine, "deidentify", "worker-a", 60)
+    assert first is not None
+    listed = pending_instances(engine, first.study_id)  # the job lists its instances ...
+    record_instance(engine, rec("2.25.9", "2.25.91", "2.25.913"), now=t0 + dt.timedelta(seconds=40))
+    assert queue_stable_studies(engine, 30, now=t0 + dt.timedelta(seconds=71)) == ["2.25.9"]
+    for inst in listed:  # ... and cleans them while a late one waits, its study queued again
+        mark_clean(engine, inst.id, f"clean/{inst.sop_instance_uid}.dcm")
+    assert settle_study(engine, first.study_id) is None
+    [study] = list_studies(engine)
+    assert study.status == "queued", "not reported before every instance is clean"
+    assert jobs.job_states(engine, "2.25.9") == [("deidentify", "claimed"), ("deidentify", "pending")]
+
+    second = jobs.claim(engine, "deidentify", "worker-b", 60)
+    assert second is not None and second.id != first.id
+    assert settle_study(engine, first.study_id) is None  # the waiting one still waits: a job again
+    assert [s for _, s in jobs.job_states(engine, "2.25.9")].count("pending") == 1
+    [late] = pending_instances(engine, second.study_id)
+    mark_clean(engine, late.id, "clean/late.dcm")
+    assert settle_study(engine, second.study_id) == "deidentified"

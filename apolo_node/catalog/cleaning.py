@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, and_, func, insert, select, update
 
 from apolo_node.catalog.models import Instance, InstanceState, Job, JobState, Series, Study, StudyStatus, utcnow
+from apolo_node.catalog.records import DEIDENTIFY
 from apolo_node.catalog.reports import DESCRIBE
 
 
@@ -82,9 +83,15 @@ def settle_study(engine: Engine, study_id: int) -> str | None:
     transaction) or ``quarantined``, from its instances' states.
 
     A study re-opened meanwhile (a late instance made it ``receiving``) is left as it is, and
-    None is returned; otherwise the new status.
+    None is returned; otherwise the new status. So is a study that still has instances waiting
+    (they came, or were released, after this job listed its instances, and the study was queued
+    again meanwhile): it stays ``queued`` with a pending ``deidentify`` job, which settles it once
+    they are clean, so no study is reported before every instance is de-identified.
     """
     counts = instance_states(engine, study_id)
+    if counts.get(InstanceState.RECEIVED.value, 0):
+        _queue_again(engine, study_id)
+        return None
     clean = counts.get(InstanceState.CLEAN.value, 0)
     bad = counts.get(InstanceState.QUARANTINED.value, 0)
     total = sum(counts.values())
@@ -109,6 +116,25 @@ def settle_study(engine: Engine, study_id: int) -> str | None:
                 )
             )
     return status if moved else None
+
+
+def _queue_again(engine: Engine, study_id: int) -> None:
+    """A pending ``deidentify`` job for a queued study that has none (another may be running)."""
+    now = utcnow()
+    with engine.begin() as conn:
+        queued = conn.execute(
+            select(Study.id).where(and_(Study.id == study_id, Study.status == StudyStatus.QUEUED.value))
+        ).first()
+        pending = conn.execute(
+            select(Job.id).where(and_(
+                Job.study_id == study_id, Job.kind == DEIDENTIFY, Job.state == JobState.PENDING.value
+            ))
+        ).first()
+        if queued and not pending:
+            conn.execute(insert(Job).values(
+                kind=DEIDENTIFY, study_id=study_id, state=JobState.PENDING.value,
+                attempts=0, created_at=now, updated_at=now,
+            ))
 
 
 def fail_study(
