@@ -6,8 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Engine, and_, func, select, update
 
+from apolo_node.catalog.jobs import pending_job
 from apolo_node.catalog.models import Instance, InstanceState, Job, JobState, Series, Study, StudyStatus, utcnow
 from apolo_node.catalog.records import DEIDENTIFY
 from apolo_node.catalog.reports import DESCRIBE
@@ -109,12 +110,7 @@ def settle_study(engine: Engine, study_id: int) -> str | None:
             .values(status=status, reason=reason, updated_at=now)
         ).rowcount
         if moved and status == StudyStatus.DEIDENTIFIED.value:  # the vision stage's turn
-            conn.execute(
-                insert(Job).values(
-                    kind=DESCRIBE, study_id=study_id, state=JobState.PENDING.value,
-                    attempts=0, created_at=now, updated_at=now,
-                )
-            )
+            conn.execute(pending_job(DESCRIBE, study_id, now))
     return status if moved else None
 
 
@@ -131,10 +127,7 @@ def _queue_again(engine: Engine, study_id: int) -> None:
             ))
         ).first()
         if queued and not pending:
-            conn.execute(insert(Job).values(
-                kind=DEIDENTIFY, study_id=study_id, state=JobState.PENDING.value,
-                attempts=0, created_at=now, updated_at=now,
-            ))
+            conn.execute(pending_job(DEIDENTIFY, study_id, now))
 
 
 def fail_study(

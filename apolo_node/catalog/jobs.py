@@ -11,9 +11,18 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, Insert, and_, insert, or_, select, update
 
 from apolo_node.catalog.models import Job, JobState, Study, StudyStatus, utcnow
+
+
+def pending_job(kind: str, study_id: int, now: dt.datetime) -> Insert:
+    """The statement that queues a new pending job of ``kind`` for a study; the caller runs it
+    in the transaction that moves the study, so a status and its job change together."""
+    return insert(Job).values(
+        kind=kind, study_id=study_id, state=JobState.PENDING.value,
+        attempts=0, created_at=now, updated_at=now,
+    )
 
 
 @dataclass(frozen=True)

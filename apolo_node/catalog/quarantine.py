@@ -11,13 +11,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy import Engine, and_, select, update
 
+from apolo_node.catalog.jobs import pending_job
 from apolo_node.catalog.models import (
     Instance,
     InstanceState,
-    Job,
-    JobState,
     Series,
     Study,
     StudyStatus,
@@ -117,10 +116,7 @@ def mark_released(engine: Engine, instance_id: int, incoming_path: str) -> bool:
             .values(status=StudyStatus.QUEUED.value, reason=None, updated_at=now)
         ).rowcount
         if requeued:
-            conn.execute(insert(Job).values(
-                kind=DEIDENTIFY, study_id=study_id, state=JobState.PENDING.value,
-                attempts=0, created_at=now, updated_at=now,
-            ))
+            conn.execute(pending_job(DEIDENTIFY, study_id, now))
     return True
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from apolo_node.catalog.jobs import pending_job
 from apolo_node.catalog.models import Instance, Job, JobState, Series, Study, StudyStatus, utcnow
 
 DEIDENTIFY = "deidentify"
@@ -175,12 +176,7 @@ def queue_stable_studies(
                 .values(status=StudyStatus.QUEUED.value, updated_at=now)
             ).rowcount
             if moved:
-                conn.execute(
-                    insert(Job).values(
-                        kind=kind, study_id=study_id, state=JobState.PENDING.value,
-                        attempts=0, created_at=now, updated_at=now,
-                    )
-                )
+                conn.execute(pending_job(kind, study_id, now))
                 queued.append(study_uid)
     return queued
 
