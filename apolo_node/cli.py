@@ -529,11 +529,12 @@ def quarantine_show(
     json_out: JsonOption = False,
 ) -> None:
     """One quarantined instance: why, where in the data set, since when."""
+    from apolo_node.catalog.models import InstanceState
     from apolo_node.catalog.quarantine import quarantined_instance
 
     with catalog(load_config(config)) as engine:
         row = quarantined_instance(engine, instance)
-    if row is None or row.state not in ("quarantined", "purged"):
+    if row is None or row.state not in (InstanceState.QUARANTINED.value, InstanceState.PURGED.value):
         raise BadInput(f"instance {instance} is not quarantined (see apolo-node quarantine list)")
     if json_out:
         typer.echo(json.dumps(row.as_json(), indent=2))

@@ -41,6 +41,12 @@ class UIDMapper:
         return "UIDMapper(<key hidden>)"
 
 
+def usable_as_name(uid: str) -> bool:
+    """Whether a (pseudonymous) UID may name a file or folder: nothing that walks out of its
+    folder or hides in it (the spool, the vault and the quarantine name files by UIDs only)."""
+    return bool(uid) and "/" not in uid and "\\" not in uid and not uid.startswith(".")
+
+
 def load_key(cfg: Config) -> bytes:
     """The de-identification key: ``[deid] key``, else the key file, made (0600) on first use."""
     if cfg.deid.key:

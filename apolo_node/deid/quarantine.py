@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from apolo_node.config import Config
 from apolo_node.durable import fsync_dir
-from apolo_node.pseudonym import load_key
+from apolo_node.pseudonym import load_key, usable_as_name
 
 QUARANTINE = "quarantine"
 SUFFIX = ".dcm.enc"
@@ -70,7 +70,7 @@ class Quarantine:
     def relative_path(self, pseudo_study: str, pseudo_sop: str) -> str:
         """``quarantine/<study>/<sop>.dcm.enc``: pseudonymous UIDs are the only names."""
         for uid in (pseudo_study, pseudo_sop):
-            if not uid or "/" in uid or "\\" in uid or uid.startswith("."):
+            if not usable_as_name(uid):
                 raise QuarantineError("quarantined files are named by pseudonymous UIDs only")
         return f"{QUARANTINE}/{pseudo_study}/{pseudo_sop}{SUFFIX}"
 

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 
 from apolo_node.config import Config, ConfigError
 from apolo_node.durable import write_atomic
+from apolo_node.pseudonym import usable_as_name
 
 VAULT = "vault"
 
@@ -89,7 +90,7 @@ class Vault:
 
     def _path(self, pseudo_study: str, pseudo_sop: str) -> Path:
         for uid in (pseudo_study, pseudo_sop):
-            if not uid or "/" in uid or uid.startswith("."):
+            if not usable_as_name(uid):
                 raise VaultError("vault entries are named by pseudonymous UIDs only")
         return self.folder / pseudo_study / f"{pseudo_sop}.bin"
 

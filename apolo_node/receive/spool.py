@@ -14,10 +14,10 @@ import threading
 from pathlib import Path
 
 from apolo_node.durable import fsync_dir, start_writeback
+from apolo_node.pseudonym import usable_as_name
 
 INCOMING = "incoming"
 CLEAN = "clean"
-QUARANTINE = "quarantine"
 TMP = "tmp"
 
 
@@ -122,7 +122,7 @@ class Spool:
     def relative_path(self, study_uid: str, sop_instance_uid: str) -> str:
         """Where an instance lives, relative to the root (pseudonymous UIDs only)."""
         for uid in (study_uid, sop_instance_uid):
-            if not uid or "/" in uid or uid.startswith("."):
+            if not usable_as_name(uid):
                 raise ValueError(f"not a pseudonymous UID usable as a file name: {uid!r}")
         return f"{INCOMING}/{study_uid}/{sop_instance_uid}.dcm"
 
