@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -49,9 +50,34 @@ class PeerError(RuntimeError):
 # helpers
 
 
+LISTEN_PORTS = (20000, 32767)  # below Linux's ephemeral range (32768-60999 by default)
+_handed_out: set[int] = set()  # never the same port twice in one run, so two servers never meet
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = LOCALHOST) -> int:
-    """A TCP port on ``host`` that nothing listens on right now (pynetdicom's ``get_port``)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port that nothing holds on any address right now, outside the kernel's ephemeral
+    range: a port from that range may be taken, between this call and the server's bind, as the
+    local port of some outgoing connection (Orthanc, which binds every address, then failed with
+    "port already in use" after the suite's thousands of short connections)."""
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(*LISTEN_PORTS) if not low <= p <= high and p not in _handed_out]
+    for port in random.sample(candidates, min(200, len(candidates))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("", port))  # the wildcard: free on every address, host included
+            except OSError:
+                continue
+            _handed_out.add(port)
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # all busy: let the kernel pick
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
