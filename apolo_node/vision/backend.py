@@ -47,11 +47,13 @@ class RawFinding:
 
 @dataclass(frozen=True)
 class Described:
-    """A backend's answer for one image: findings, plus what could not be parsed (kept as text)."""
+    """A backend's answer for one image: findings, the prose that was not findings (``free_text``)
+    and the model's reasoning trace (``<think>`` text, never parsed for findings)."""
 
     findings: tuple[RawFinding, ...] = ()
     unparsed: int = 0
     free_text: tuple[str, ...] = field(default=())
+    trace: tuple[str, ...] = ()
 
 
 class VisionBackend(ABC):

@@ -37,8 +37,9 @@ class StudyFindings:
     findings: tuple[Finding, ...]
     images: int  # frames shown to the backend
     unparsed: int  # pieces of model output that were not findings
-    free_text: tuple[str, ...] = ()
+    free_text: tuple[str, ...] = ()  # the model's prose outside findings and outside its trace
     skipped: tuple[str, ...] = field(default=())  # "<sop uid>: why" for images not shown
+    trace: tuple[str, ...] = ()  # the model's reasoning (<think> text): kept for the SR, not findings
 
 
 def has_pixels(header: Dataset) -> bool:
@@ -137,6 +138,7 @@ def look(backend: VisionBackend, datasets: Iterable[Dataset], settings: VisionSe
     skipped: list[str] = []
     findings: list[Finding] = []
     free_text: list[str] = []
+    trace: list[str] = []
     images = unparsed = 0
     for batch in _batches(_images(datasets, settings, skipped), settings.batch_size):
         contexts = [
@@ -151,6 +153,7 @@ def look(backend: VisionBackend, datasets: Iterable[Dataset], settings: VisionSe
             images += 1
             unparsed += answer.unparsed
             free_text.extend(answer.free_text)
+            trace.extend(answer.trace)
             for index, raw in enumerate(answer.findings):
                 try:
                     finding, lost = to_finding(raw, image, backend.algorithm, index)
@@ -168,4 +171,5 @@ def look(backend: VisionBackend, datasets: Iterable[Dataset], settings: VisionSe
         unparsed=unparsed,
         free_text=tuple(t for t in free_text if t),
         skipped=tuple(skipped),
+        trace=tuple(t for t in trace if t),
     )
