@@ -174,6 +174,11 @@ class Report(Base):
     images: Mapped[int] = mapped_column(Integer, default=0)
     unparsed: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The study's narrative as the SR holds it (issue 12): findings text, impression, and the
+    # model's reasoning trace; NULL on reports written before it.
+    narrative_findings: Mapped[str | None] = mapped_column(Text, nullable=True)
+    impression: Mapped[str | None] = mapped_column(Text, nullable=True)
+    trace: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class FindingRow(Base):

@@ -1,4 +1,7 @@
-"""study narrative (findings and impression) and the vision trace, issue 12 (placeholder until that work lands: no change yet)
+"""report narrative: a study's findings text, impression and the model's reasoning trace (issue 12)
+
+Three nullable text columns on ``report``, as the SR holds them; reports written before this
+revision keep NULL (``apolo-node db rebuild-reports`` fills them from SRs that carry a narrative).
 
 Revision ID: 0007
 Revises: 0006
@@ -14,10 +17,15 @@ down_revision = '0006'
 branch_labels = None
 depends_on = None
 
+COLUMNS = ('narrative_findings', 'impression', 'trace')
+
 
 def upgrade() -> None:
-    pass
+    # Plain ADD/DROP COLUMN, not batch mode (see 0004): the report table is referenced.
+    for name in COLUMNS:
+        op.add_column('report', sa.Column(name, sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    for name in reversed(COLUMNS):
+        op.drop_column('report', name)
