@@ -198,6 +198,29 @@ class SendSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """[web]: the HTTP side of serve (status page, health, metrics, DICOMweb)."""
+
+    enabled: bool = setting(True, "serve HTTP next to the SCP")
+    host: str = setting(
+        "127.0.0.1",
+        "address to listen on; beyond loopback, token or tls_ca is required",
+    )
+    port: int = setting(8080, "TCP port to listen on")
+    token: str = setting(
+        "",
+        "access token for everything but /healthz and /metrics (Bearer, or Basic with any user); "
+        "give it by APOLO_WEB__TOKEN or token_file, never in a committed file",
+    )
+    token_file: str = setting("", "file holding the access token (used when token is empty)")
+    tls_cert: str = setting("", "PEM certificate for HTTPS; empty serves plain HTTP")
+    tls_key: str = setting("", "PEM private key for tls_cert")
+    tls_ca: str = setting(
+        "", "PEM CA bundle; when set, every client must present a certificate it signed"
+    )
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """[log]: structured logs, one JSON object per line, never a patient identifier."""
 
@@ -217,6 +240,7 @@ class Config:
     vision: VisionSettings = field(default_factory=VisionSettings)
     reasoning: ReasoningSettings = field(default_factory=ReasoningSettings)
     send: SendSettings = field(default_factory=SendSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     @property
@@ -332,8 +356,7 @@ def _base(hint: Any) -> Any:
 def validate(cfg: Config) -> None:
     """Check rules that span one value's type: ranges, choices, pairs that go together."""
     r = cfg.receive
-    if not 0 < r.port < 65536:
-        raise ConfigError(f"[receive] port must be 1-65535, got {r.port}")
+    _check_listener("receive", r.port, r.tls_cert, r.tls_key)
     if not 0 < len(r.ae_title.strip()) <= 16:
         raise ConfigError(f"[receive] ae_title must be 1-16 characters, got {r.ae_title!r}")
     if r.stable_after <= 0:
@@ -355,8 +378,6 @@ def validate(cfg: Config) -> None:
         )
     if r.max_associations < 1:
         raise ConfigError(f"[receive] max_associations must be >= 1, got {r.max_associations}")
-    if bool(r.tls_cert) != bool(r.tls_key):
-        raise ConfigError("[receive] tls_cert and tls_key go together: set both or neither")
     for net in r.allowed_addresses:
         try:
             ipaddress.ip_network(net, strict=False)
@@ -391,6 +412,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"[send] port must be 1-65535, got {snd.port}")
     if cfg.worker.lease <= 0 or cfg.worker.poll_interval <= 0:
         raise ConfigError("[worker] lease and poll_interval must be > 0 seconds")
+    w = cfg.web
+    _check_listener("web", w.port, w.tls_cert, w.tls_key)
+    if w.tls_ca and not w.tls_cert:
+        raise ConfigError("[web] tls_ca (client certificates) needs tls_cert and tls_key (HTTPS)")
+
+
+def _check_listener(table: str, port: int, tls_cert: str, tls_key: str) -> None:
+    """The rules every listening socket's table shares: a port, and a whole TLS pair or none."""
+    if not 0 < port < 65536:
+        raise ConfigError(f"[{table}] port must be 1-65535, got {port}")
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError(f"[{table}] tls_cert and tls_key go together: set both or neither")
 
 
 def _check_model_backend(table: str, m: VisionSettings | ReasoningSettings, backends: tuple[str, ...]) -> None:

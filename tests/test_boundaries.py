@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "reasoning": {"config", "catalog", "logs", "findings", "openai_http", "hf_local", "plugins"},
     "send": {"config", "catalog", "logs", "deid.vault", "pseudonym", "durable"},
     "pipeline": {"*"},
+    "web": {"*"},
     "cli": {"*"},
 }
 PHI_SIDE = {"receive", "deid"}
