@@ -195,6 +195,11 @@ class SendSettings:
     timeout: float = setting(30.0, "seconds to wait for the PACS on one association")
     retry_base: float = setting(5.0, "first retry after this many seconds; doubles each time")
     retry_max: float = setting(600.0, "longest wait between two retries, in seconds")
+    tls_ca: str = setting(
+        "", "PEM CA bundle the PACS's certificate must chain to; set, results go over TLS"
+    )
+    tls_cert: str = setting("", "PEM client certificate to present to the PACS over TLS (needs tls_ca)")
+    tls_key: str = setting("", "PEM private key for tls_cert")
 
 
 @dataclass(frozen=True)
@@ -410,6 +415,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[send] timeout and retry_base must be > 0 seconds, retry_max >= retry_base")
     if not 0 < snd.port < 65536:
         raise ConfigError(f"[send] port must be 1-65535, got {snd.port}")
+    if bool(snd.tls_cert) != bool(snd.tls_key):
+        raise ConfigError("[send] tls_cert and tls_key go together: set both or neither")
+    if snd.tls_cert and not snd.tls_ca:
+        raise ConfigError("[send] tls_cert (a client certificate) needs tls_ca to verify the PACS")
     if cfg.worker.lease <= 0 or cfg.worker.poll_interval <= 0:
         raise ConfigError("[worker] lease and poll_interval must be > 0 seconds")
     w = cfg.web

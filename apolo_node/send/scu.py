@@ -17,7 +17,9 @@ error escapes as an exception:
 pynetdicom 3.0.4 as an SCU can miss a C-STORE response and wait out its DIMSE timeout
 (shared/notes/dicom-network-facts.md); that ends as ``retry``. Its sockets leave Nagle's algorithm
 on, which costs tens of milliseconds per response against dcmtk-based peers, so the association's
-socket gets ``TCP_NODELAY``.
+socket gets ``TCP_NODELAY``. With ``[send] tls_ca`` the association runs over TLS (``send.tls``);
+a PACS whose certificate does not verify gets nothing and the result waits (``retry``), with the
+handshake's reason in the detail.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from apolo_node.config import SendSettings
+from apolo_node.config import ConfigError, SendSettings
+from apolo_node.send.tls import client_context
 
 
 class StoreResult(str, enum.Enum):
@@ -86,11 +89,20 @@ def c_store(ds: Dataset, settings: SendSettings) -> StoreOutcome:
     ae.connection_timeout = settings.timeout
     ae.add_requested_context(sop_class, _transfer_syntaxes(ds))
     try:
-        assoc = ae.associate(settings.host, settings.port, ae_title=settings.ae_title)
+        tls = client_context(settings)
+    except ConfigError as exc:  # fixed by the operator, then sent: the row waits meanwhile
+        return StoreOutcome(StoreResult.RETRY, None, str(exc))
+    try:
+        assoc = ae.associate(
+            settings.host, settings.port, ae_title=settings.ae_title,
+            tls_args=(tls, settings.host) if tls is not None else None,
+        )
     except Exception as exc:  # a bad address, a socket error: the network, not the object
         return StoreOutcome(StoreResult.RETRY, None, f"no association with {where} ({type(exc).__name__})")
     if not assoc.is_established:
-        if assoc.is_rejected:
+        if tls is not None and tls.handshake_failure:
+            why = f"failed the TLS handshake ({tls.handshake_failure})"
+        elif assoc.is_rejected:
             why = "rejected the association"
         elif assoc.rejected_contexts and not assoc.accepted_contexts:  # pynetdicom aborts then
             why = f"accepted no presentation context for SOP class {sop_class}"
