@@ -144,6 +144,8 @@ class WorkerSettings:
 
 VISION_BACKENDS = ("baseline", "transformers", "openai")
 REASONING_BACKENDS = ("extractive", "transformers", "openai")
+EMBEDDINGS = ("auto", "minilm", "multilingual")  # reasoning/embedding.py
+IDENTIFIER_POLICIES = ("replace", "refuse")  # reasoning/identifiers.py
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,16 @@ class ReasoningSettings:
     max_new_tokens: int = setting(1024, "longest answer (trace included) a model may write, in tokens")
     evidence: int = setting(20, "at most this many findings retrieved as evidence for one question")
     semantic: bool = setting(True, "rank evidence by sentence embeddings too, when sentence-transformers is installed")
+    embedding: str = setting(
+        "auto",
+        "sentence-embedding model of semantic search: auto (all-MiniLM-L6-v2 for questions in English, "
+        "multilingual-e5-small for others), minilm or multilingual",
+    )
+    identifiers_in_questions: str = setting(
+        "replace",
+        "names, patient IDs, dates of birth, phone numbers, accession numbers typed in a question: replace "
+        "(by placeholders, before it is stored, logged or sent) or refuse (the question is an error)",
+    )
 
 
 @dataclass(frozen=True)
@@ -406,6 +418,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"[vision] max_pixels must be >= 3136, got {v.max_pixels}")
     q = cfg.reasoning
     _check_model_backend("reasoning", q, REASONING_BACKENDS)
+    if q.embedding not in EMBEDDINGS:
+        raise ConfigError(f"[reasoning] embedding must be one of {', '.join(EMBEDDINGS)}, got {q.embedding!r}")
+    if q.identifiers_in_questions not in IDENTIFIER_POLICIES:
+        raise ConfigError(
+            f"[reasoning] identifiers_in_questions must be one of {', '.join(IDENTIFIER_POLICIES)}, "
+            f"got {q.identifiers_in_questions!r}"
+        )
     if q.evidence < 1:
         raise ConfigError(f"[reasoning] evidence must be >= 1, got {q.evidence}")
     snd = cfg.send

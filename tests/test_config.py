@@ -60,6 +60,9 @@ def test_environment_overrides_the_file() -> None:
         ({"APOLO_RECEIVE__TLS_CERT": "/x.pem"}, r"tls_cert and tls_key go together"),
         ({"APOLO_RECEIVE__ALLOWED_ADDRESSES": "10.0.0.0/33"}, r"'10.0.0.0/33' is not an address"),
         ({"APOLO_RECEIVE__AE_TITLE": "A" * 17}, r"ae_title must be 1-16 characters"),
+        ({"APOLO_REASONING__IDENTIFIERS_IN_QUESTIONS": "keep"},
+         r"\[reasoning\] identifiers_in_questions must be one of replace, refuse, got 'keep'"),
+        ({"APOLO_REASONING__EMBEDDING": "bert"}, r"\[reasoning\] embedding must be one of auto, minilm"),
     ],
 )
 def test_bad_values_are_refused_by_name(env: dict[str, str], match: str) -> None:
