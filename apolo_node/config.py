@@ -235,6 +235,10 @@ class WebSettings:
     tls_ca: str = setting(
         "", "PEM CA bundle; when set, every client must present a certificate it signed"
     )
+    stow_max_body: int = setting(
+        8_589_934_592, "largest STOW-RS request body, in bytes (each part is also bound by [receive] max_instance_size)"
+    )
+    stow_max_parts: int = setting(10_000, "most instances (parts) in one STOW-RS request")
 
 
 @dataclass(frozen=True)
@@ -444,6 +448,10 @@ def validate(cfg: Config) -> None:
     _check_listener("web", w.port, w.tls_cert, w.tls_key)
     if w.tls_ca and not w.tls_cert:
         raise ConfigError("[web] tls_ca (client certificates) needs tls_cert and tls_key (HTTPS)")
+    if w.stow_max_body < 1 or w.stow_max_parts < 1:
+        raise ConfigError(
+            f"[web] stow_max_body and stow_max_parts must be >= 1, got {w.stow_max_body}, {w.stow_max_parts}"
+        )
 
 
 def _check_listener(table: str, port: int, tls_cert: str, tls_key: str) -> None:

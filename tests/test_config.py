@@ -63,6 +63,7 @@ def test_environment_overrides_the_file() -> None:
         ({"APOLO_REASONING__IDENTIFIERS_IN_QUESTIONS": "keep"},
          r"\[reasoning\] identifiers_in_questions must be one of replace, refuse, got 'keep'"),
         ({"APOLO_REASONING__EMBEDDING": "bert"}, r"\[reasoning\] embedding must be one of auto, minilm"),
+        ({"APOLO_WEB__STOW_MAX_PARTS": "0"}, r"\[web\] stow_max_body and stow_max_parts must be >= 1"),
     ],
 )
 def test_bad_values_are_refused_by_name(env: dict[str, str], match: str) -> None:
