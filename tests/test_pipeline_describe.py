@@ -17,6 +17,7 @@ from apolo_node.config import Config
 from apolo_node.findings import Algorithm, Box, Code, Finding, Measurement
 from apolo_node.pipeline.ingest import ingest
 from apolo_node.sr import read_measurement_report
+from apolo_node.sr.narrative import TEMPLATE_NOTE
 from tests.nodes import apolo, upgraded_engine
 from tests.peer_fixtures import dciodvfy_errors
 from tests.synthetic import enhanced_ct_phantom, new_marker, phantom_ct
@@ -85,6 +86,12 @@ def test_an_ingested_study_ends_reported_with_a_valid_sr_and_findings_rows(tmp_p
     content = read_measurement_report(dcmread(sr_path))
     assert content.algorithm == stored.record.algorithm
     assert "Non-diagnostic baseline" in (content.disclaimer or "")
+    # The baseline's templated narrative: in the SR, and the same in the catalog.
+    assert content.narrative is not None and content.narrative.impression.startswith(TEMPLATE_NOTE)
+    assert "Metal" in content.narrative.impression and "Metal:" in content.narrative.findings
+    assert (stored.record.narrative_findings, stored.record.impression) == (
+        content.narrative.findings, content.narrative.impression
+    )
     rebuilt = {f.tracking_uid: f for f in content.findings}
     assert set(rebuilt) == {f.tracking_uid for f in stored.findings}
     for f in stored.findings:
@@ -97,12 +104,15 @@ def test_an_ingested_study_ends_reported_with_a_valid_sr_and_findings_rows(tmp_p
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     assert shown["study_uid"] == study.study_uid and shown["sr_path"] == stored.record.path
+    assert shown["narrative"]["impression"] == content.narrative.impression != ""
+    assert shown["narrative"]["findings"] == content.narrative.findings
     assert len(shown["findings"]) == len(stored.findings)
     for f in shown["findings"]:
         assert {"tracking_uid", "label", "code", "box", "sop_instance_uid", "frame", "confidence"} <= set(f)
         assert len(f["box"]) == 4
     table = apolo(cfg, "report", study.study_uid)
     assert table.returncode == 0 and "Metal" in table.stdout and "SCT 425620007" in table.stdout
+    assert "Impression" in table.stdout and TEMPLATE_NOTE in table.stdout
 
 
 def test_report_on_an_unknown_study_is_bad_input(cfg: Config) -> None:
@@ -206,6 +216,9 @@ def test_the_catalog_is_rebuilt_from_the_sr_files_alone(tmp_path: Path, cfg: Con
         engine.dispose()
     assert after is not None and before is not None
     assert after.record.path == before.record.path and after.record.algorithm == before.record.algorithm
+    assert (after.record.narrative_findings, after.record.impression, after.record.trace) == (
+        before.record.narrative_findings, before.record.impression, before.record.trace
+    ) and after.record.impression
     assert [f.tracking_uid for f in after.findings] == [f.tracking_uid for f in before.findings]
     for a, b in zip(after.findings, before.findings):
         assert (a.label, a.code, a.sop_instance_uid, a.frame, a.measurements) == (

@@ -1,4 +1,4 @@
-"""Catalog records of the vision stage: a study's TID 1500 SR and one row per finding.
+"""Catalog records of the vision stage: a study's TID 1500 SR, its narrative, one row per finding.
 
 Describing a study again (a late instance re-opened it, or another model) replaces its report
 and its findings in one transaction. The study moves to ``reported`` only from
@@ -23,7 +23,8 @@ REPORT_SR = "report_sr"  # outbox kind of a study's TID 1500 SR
 
 @dataclass(frozen=True)
 class ReportRecord:
-    """The SR file of a study's findings: its UIDs and spool-relative path, and how it was made."""
+    """The SR file of a study's findings: its UIDs and spool-relative path, how it was made, and
+    the narrative it holds (findings text, impression, reasoning trace; "" where it has none)."""
 
     study_uid: str
     sop_instance_uid: str
@@ -32,6 +33,9 @@ class ReportRecord:
     algorithm: Algorithm
     images: int
     unparsed: int
+    narrative_findings: str = ""
+    impression: str = ""
+    trace: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class StoredReport:
     findings: list[Finding]
 
     def as_json(self) -> dict[str, object]:
-        """The shape of ``report --json`` (design.md): study_uid, sr_path, findings, and more."""
+        """The shape of ``report --json`` (design.md): study_uid, sr_path, narrative, findings, and more."""
         r = self.record
         return {
             "study_uid": r.study_uid,
@@ -51,6 +55,7 @@ class StoredReport:
             "algorithm": {"name": r.algorithm.name, "version": r.algorithm.version},
             "images": r.images,
             "unparsed": r.unparsed,
+            "narrative": {"findings": r.narrative_findings, "impression": r.impression, "trace": r.trace},
             "findings": [f.as_json() for f in self.findings],
         }
 
@@ -115,6 +120,9 @@ def record_report(
                 "images": record.images,
                 "unparsed": record.unparsed,
                 "created_at": now,
+                "narrative_findings": record.narrative_findings or None,
+                "impression": record.impression or None,
+                "trace": record.trace or None,
             },
         ).scalar_one()
         if findings:
@@ -175,5 +183,6 @@ def report_for(engine: Engine, study_uid: str) -> StoredReport | None:
     record = ReportRecord(
         study_uid, report.sop_instance_uid, report.series_uid, report.path,
         Algorithm(report.algorithm, report.algorithm_version), report.images, report.unparsed,
+        report.narrative_findings or "", report.impression or "", report.trace or "",
     )
     return StoredReport(record, findings)

@@ -4,7 +4,9 @@ For each ``describe`` job: the study's clean instances are read (headers first; 
 for the slices and frames the ``[vision]`` settings choose), described by the configured
 backend, written as one Comprehensive SR in its own series of the de-identified study under
 ``reports/<study>/<sr uid>.dcm``, and catalogued with one row per finding; the study becomes
-``reported``. A backend that fails (a model server down) leaves the job to be claimed again
+``reported``. The model's prose and reasoning trace become the study's narrative (findings text
+and impression, ``sr.narrative``; a templated, non-diagnostic one when the backend writes no
+prose, as the offline baseline does), kept in the same SR and in the catalog's report row. A backend that fails (a model server down) leaves the job to be claimed again
 when its lease runs out; after ``max_attempts`` the study fails with the error's kind only.
 """
 
@@ -26,9 +28,11 @@ from apolo_node.catalog.models import Instance, InstanceState, StudyStatus
 from apolo_node.catalog.reports import DESCRIBE, ReportRecord, record_report, report_path
 from apolo_node.config import Config
 from apolo_node.logs import event, get_logger
+from apolo_node.metrics import STAGE_SECONDS
 from apolo_node.pipeline import workers
 from apolo_node.receive.spool import Spool
 from apolo_node.sr import measurement_report
+from apolo_node.sr.narrative import compose_narrative
 from apolo_node.vision.backend import VisionBackend
 from apolo_node.vision.look import choose_instances, look
 
@@ -99,9 +103,12 @@ def describe_study(
     if not evidence:
         raise LookupError(f"study {job.study_uid} has no clean instance to report on")
     sr_uid, series_uid = generate_uid(prefix=None), generate_uid(prefix=None)  # 2.25 UUIDs
+    narrative = compose_narrative(
+        result.free_text, result.trace, result.findings, result.images, result.algorithm
+    )
     sr = measurement_report(
-        result.findings, evidence, result.algorithm,
-        series_instance_uid=series_uid, sop_instance_uid=sr_uid, disclaimer=result.disclaimer,
+        result.findings, evidence, result.algorithm, series_instance_uid=series_uid,
+        sop_instance_uid=sr_uid, disclaimer=result.disclaimer, narrative=narrative,
     )
     buffer = io.BytesIO()
     sr.save_as(buffer, enforce_file_format=True)
@@ -110,7 +117,10 @@ def describe_study(
     previous = report_path(engine, job.study_uid)
     reported = record_report(
         engine,
-        ReportRecord(job.study_uid, sr_uid, series_uid, relative, result.algorithm, result.images, result.unparsed),
+        ReportRecord(
+            job.study_uid, sr_uid, series_uid, relative, result.algorithm, result.images, result.unparsed,
+            narrative.findings, narrative.impression, narrative.trace,
+        ),
         result.findings,
         send=cfg.send.enabled and cfg.send.reports,
     )
@@ -133,7 +143,8 @@ def run_once(
     if job is None:
         return False
     try:
-        describe_study(engine, spool, backend, cfg, job, stop, worker)
+        with STAGE_SECONDS.labels(DESCRIBE).time():
+            describe_study(engine, spool, backend, cfg, job, stop, worker)
     except Stopping:
         jobs.release(engine, job, worker)
         return True

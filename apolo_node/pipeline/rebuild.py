@@ -51,9 +51,11 @@ def rebuild_reports(engine: Engine, spool: Spool) -> RebuildSummary:
             summary.unreadable.append(f"{relative} ({type(exc).__name__})")
             continue
         images = len({(f.sop_instance_uid, f.frame) for f in content.findings})
+        narrative = content.narrative
         record = ReportRecord(
             folder.name, str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID), relative,
             content.algorithm, images, 0,
+            *((narrative.findings, narrative.impression, narrative.trace) if narrative else ()),
         )
         try:
             record_report(engine, record, content.findings)

@@ -38,8 +38,10 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ComprehensiveSRStorage
 
-from apolo_node.findings import LOCAL_SCHEME, Algorithm, Code, Finding
+from apolo_node.findings import Algorithm, Code, Finding
 from apolo_node.sr.measurement_report import (
+    FINDING,
+    REASONING_TRACE,
     _check_findings,
     _code,
     _coded,
@@ -56,8 +58,6 @@ from apolo_node.sr.measurement_report import (
 DOCUMENT_TITLE = hd.sr.CodedConcept("18748-4", "LN", "Diagnostic Imaging Report")  # CID 7000
 REQUEST = hd.sr.CodedConcept("55115-0", "LN", "Request")  # CID 7002
 CONCLUSION = hd.sr.CodedConcept("121077", "DCM", "Conclusion")  # CID 7002
-REASONING_TRACE = hd.sr.CodedConcept("reasoning-trace", LOCAL_SCHEME, "Reasoning trace")
-FINDING = hd.sr.CodedConcept("121071", "DCM", "Finding")
 TRACKING_IDENTIFIER = hd.sr.CodedConcept("112039", "DCM", "Tracking Identifier")
 SOURCE_IMAGE = hd.sr.CodedConcept("121324", "DCM", "Source image")
 SOURCE_REPORT = hd.sr.CodedConcept("128225", "DCM", "Source report")

@@ -23,6 +23,11 @@ Where each part of a finding goes (PS3.16):
 - the disclaimer as TEXT DCM 121106 "Comment" in the report-level "Qualitative Evaluations"
   container (UMLS C0034375, TID 1500 rows 12-14), where viewers of the document tree (dsrdump,
   PACS SR text views) show it; OHIF's measurement panel lists only the groups;
+- the study's narrative (``sr.narrative``) in the same container, before the disclaimer, as TEXT
+  items named with TID 2000's concepts: DCM 121071 "Finding" (the findings text) and DCM 121073
+  "Impression"; the model's reasoning trace as TEXT 99APOLO "reasoning-trace" after the
+  disclaimer (no standard concept names it; the local scheme is then declared). TID 1500 row 14
+  admits TEXT of any concept there, where TID 2000's section containers are not admitted;
 - the observer is a device (TID 1004): the algorithm, with a UID derived from its name and version,
   its name as Device Observer Name and its version as Device Observer Model Name (TID 1004 has no
   version row), so that a report without findings still names its algorithm.
@@ -57,6 +62,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from apolo_node.findings import LOCAL_SCHEME, Algorithm, Box, Code, Finding, Measurement
+from apolo_node.sr.narrative import Narrative
 
 MANUFACTURER = "apolo-node"
 CHARACTER_SET = "ISO_IR 192"  # UTF-8: model text is not ASCII
@@ -68,6 +74,9 @@ PERCENT = hd.sr.CodedConcept("%", "UCUM", "Percent")
 LATERALITY = hd.sr.CodedConcept("272741003", "SCT", "Laterality")
 FINDING_SITE = hd.sr.CodedConcept("363698007", "SCT", "Finding Site")
 COMMENT = hd.sr.CodedConcept("121106", "DCM", "Comment")
+FINDING = hd.sr.CodedConcept("121071", "DCM", "Finding")  # CID 7002, TID 2000's findings text
+IMPRESSION = hd.sr.CodedConcept("121073", "DCM", "Impression")  # CID 7002
+REASONING_TRACE = hd.sr.CodedConcept("reasoning-trace", LOCAL_SCHEME, "Reasoning trace")
 
 # CID 244 Laterality
 LATERALITY_CODES: dict[str, hd.sr.CodedConcept] = {
@@ -104,11 +113,13 @@ _Group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.Measuremen
 
 @dataclass(frozen=True)
 class MeasurementReportContent:
-    """What one of our TID 1500 SRs says: who reported, the findings in order, the disclaimer."""
+    """What one of our TID 1500 SRs says: who reported, the findings in order, the disclaimer,
+    and the narrative (None in an SR written without one)."""
 
     algorithm: Algorithm
     findings: tuple[Finding, ...]
     disclaimer: str | None = None
+    narrative: Narrative | None = None
 
 
 def measurement_report(
@@ -121,6 +132,7 @@ def measurement_report(
     series_number: int = 990,
     instance_number: int = 1,
     disclaimer: str | None = None,
+    narrative: Narrative | None = None,
 ) -> hd.sr.ComprehensiveSR:
     """TID 1500 Measurement Report of ``findings`` on the ``evidence`` images, as a Comprehensive SR.
 
@@ -137,16 +149,23 @@ def measurement_report(
     groups = [_measurement_group(f, images[f.sop_instance_uid], algorithm) for f in findings]
     library = [_library_view(ds) for ds in images.values()]
     root = _report_root(context, groups, library)
-    if disclaimer is not None:
-        evaluations = hd.sr.ContainerContentItem(
-            name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    texts = [
+        *_narrative_items(narrative, before_disclaimer=True),
+        *([] if disclaimer is None else [_text(COMMENT, disclaimer)]),
+        *_narrative_items(narrative, before_disclaimer=False),
+    ]
+    if texts:
+        evaluations = hd.sr.ContainerContentItem(  # SEPARATE: each text is shown under its concept
+            name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            is_content_continuous=False,
         )
-        evaluations.ContentSequence = hd.sr.ContentSequence([_text(COMMENT, disclaimer)])
+        evaluations.ContentSequence = hd.sr.ContentSequence(texts)
         root[0].ContentSequence.append(evaluations)
+    traced = narrative is not None and bool(narrative.trace)
     return _comprehensive_sr(
         root[0], images.values(), series_instance_uid=series_instance_uid, series_number=series_number,
         sop_instance_uid=sop_instance_uid, instance_number=instance_number,
-        series_description="apolo-node findings", local_scheme=_local_scheme(findings),
+        series_description="apolo-node findings", local_scheme=_local_scheme(findings, traced),
     )
 
 
@@ -165,10 +184,19 @@ def read_measurement_report(ds: Dataset) -> MeasurementReportContent:
     groups = _items(measurements[0], codes.DCM.MeasurementGroup, "CONTAINER") if measurements else []
     findings = tuple(_read_group(g) for g in groups)
     disclaimer = None
+    texts: dict[str, str] = {}
     for container in _items(root, QUALITATIVE_EVALUATIONS, "CONTAINER"):
         for item in _items(container, COMMENT, "TEXT"):
             disclaimer = item.value
-    return MeasurementReportContent(algorithm=algorithm, findings=findings, disclaimer=disclaimer)
+        for key, concept in (("findings", FINDING), ("impression", IMPRESSION), ("trace", REASONING_TRACE)):
+            for item in _items(container, concept, "TEXT"):
+                texts[key] = str(item.value)
+    narrative = None
+    if "findings" in texts or "impression" in texts:
+        narrative = Narrative(texts.get("findings", ""), texts.get("impression", ""), texts.get("trace", ""))
+    return MeasurementReportContent(
+        algorithm=algorithm, findings=findings, disclaimer=disclaimer, narrative=narrative
+    )
 
 
 # --- building ---------------------------------------------------------------------------------
@@ -236,10 +264,11 @@ def _check_findings(findings: Sequence[Finding], images: dict[str, Dataset]) -> 
             )
 
 
-def _local_scheme(findings: Sequence[Finding]) -> str | None:
-    """How our local coding scheme is named when a code of ``findings`` uses it, else None."""
+def _local_scheme(findings: Sequence[Finding], used: bool = False) -> str | None:
+    """How our local coding scheme is named when a code of ``findings`` uses it (or ``used``
+    says another item does), else None."""
     codes_used = [c for f in findings for c in (f.code, *(x for m in f.measurements for x in (m.name, m.unit)))]
-    if not any(c.scheme == LOCAL_SCHEME for c in codes_used):
+    if not used and not any(c.scheme == LOCAL_SCHEME for c in codes_used):
         return None
     return "apolo-node local codes (the meaning is the finding label)"
 
@@ -268,6 +297,18 @@ def _comprehensive_sr(
             )
         ],
     )
+
+
+def _narrative_items(narrative: Narrative | None, *, before_disclaimer: bool) -> list[hd.sr.TextContentItem]:
+    """The narrative's non-empty TEXT items: findings text and impression go before the
+    disclaimer, the reasoning trace after it."""
+    if narrative is None:
+        return []
+    if before_disclaimer:
+        pairs = ((FINDING, narrative.findings), (IMPRESSION, narrative.impression))
+    else:
+        pairs = ((REASONING_TRACE, narrative.trace),)
+    return [_text(concept, value) for concept, value in pairs if value.strip()]
 
 
 def _observer(algorithm: Algorithm) -> hd.sr.ObservationContext:

@@ -1,0 +1,139 @@
+"""A study's narrative (findings text and impression): made from the model's prose or templated,
+written into the TID 1500 SR beside the findings, and read back."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from apolo_node.findings import Algorithm
+from apolo_node.sr import read_measurement_report
+from apolo_node.sr.narrative import (
+    TEMPLATE_NOTE,
+    TEXT_MAX,
+    TRACE_MAX,
+    Narrative,
+    bounded,
+    compose_narrative,
+    split_prose,
+)
+from tests.peer_fixtures import dciodvfy_errors, need_tool
+from tests.test_sr_measurement_report import ALGORITHM, build, findings_on, round_trip, study, write
+
+__all__ = ["study"]  # the fixture, imported for these tests
+
+DISCLAIMER = "Research use only."
+NARRATIVE = Narrative(
+    findings="Right upper lobe nodule, 8 mm.\nNo pleural effusion; café-au-lait and 肺 text kept.",
+    impression="Pulmonary nodule; follow-up CT suggested.",
+    trace="The round opacity could be a vessel seen end-on, but it does not branch.",
+)
+
+
+# --- composing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prose", "findings", "impression"),
+    [
+        ("No acute abnormality. Impression: normal chest", "No acute abnormality.", "normal chest"),
+        ("**Findings:** clear lungs.\n\n**Impression:** Normal.", "clear lungs.", "Normal."),
+        ("FINDINGS: a nodule.\nCONCLUSION: follow up", "a nodule.", "follow up"),
+        ("Findings: the impression of a mass, not an impression heading.", "the impression of a mass, "
+         "not an impression heading.", ""),
+    ],
+)
+def test_prose_is_split_at_its_impression_heading(prose: str, findings: str, impression: str) -> None:
+    assert split_prose(prose) == (findings, impression)
+
+
+def test_prose_without_impression_keeps_its_text_and_gets_the_templated_impression(study) -> None:
+    ct, us = study
+    found = findings_on(ct, us)
+    n = compose_narrative(["Lungs are clear.", "  ", "Heart size normal."], [], found, 4, ALGORITHM)
+    assert n.findings == "Lungs are clear.\n\nHeart size normal."
+    assert n.impression.startswith(TEMPLATE_NOTE) and "3 findings on 4 images" in n.impression
+    assert "Pulmonary nodule, Free fluid, Shadowing" in n.impression and n.trace == ""
+
+
+def test_the_model_impression_is_kept_and_the_trace_is_apart(study) -> None:
+    ct, us = study
+    n = compose_narrative(
+        ["No acute abnormality. Impression: normal chest"], ["Maybe a nodule? No, a vessel."],
+        findings_on(ct, us), 1, ALGORITHM,
+    )
+    assert n == Narrative("No acute abnormality.", "normal chest", "Maybe a nodule? No, a vessel.")
+
+
+def test_without_prose_the_template_names_each_label_once_and_says_it_is_non_diagnostic(study) -> None:
+    ct, us = study
+    n = compose_narrative([], [], findings_on(ct, us), 2, Algorithm("apolo-baseline", "1.0"))
+    lines = n.findings.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("Pulmonary nodule: 1 finding on 1 image (")
+    assert "right upper lobe" in lines[0] and "Round 8 mm opacity." in lines[0]
+    assert lines[2] == "Shadowing: 1 finding on 1 image."
+    assert n.impression == (
+        f"{TEMPLATE_NOTE}: apolo-baseline 1.0 reported 3 findings on 2 images: "
+        "Pulmonary nodule, Free fluid, Shadowing."
+    )
+
+
+def test_nothing_found_still_makes_a_non_empty_report() -> None:
+    n = compose_narrative([], [], [], 3, ALGORITHM)
+    assert n.findings == "No finding on the 3 images looked at."
+    assert n.impression.startswith(TEMPLATE_NOTE) and "reported no finding on 3 images" in n.impression
+
+
+def test_a_runaway_answer_is_cut_and_says_so() -> None:
+    n = compose_narrative(["x" * (TEXT_MAX * 3)], ["y" * (TRACE_MAX * 2)], [], 1, ALGORITHM)
+    assert len(n.findings) == TEXT_MAX and n.findings.endswith(f"[... cut at {TEXT_MAX} characters]")
+    assert len(n.trace) == TRACE_MAX
+    assert bounded("  short  ", 10) == "short"  # what fits is kept whole
+
+
+# --- in the SR ---------------------------------------------------------------------------------
+
+
+def test_the_narrative_and_trace_round_trip_with_findings_and_disclaimer(study, tmp_path: Path) -> None:
+    ct, us = study
+    found = findings_on(ct, us)
+    content = round_trip(build(found, [ct, us], disclaimer=DISCLAIMER, narrative=NARRATIVE), tmp_path)
+    assert content.narrative == NARRATIVE
+    assert content.disclaimer == DISCLAIMER and len(content.findings) == 3
+
+
+def test_an_sr_without_narrative_reads_back_none(study, tmp_path: Path) -> None:
+    ct, us = study
+    assert round_trip(build([], [ct, us], disclaimer=DISCLAIMER), tmp_path).narrative is None
+
+
+def test_an_empty_trace_leaves_no_item_and_no_local_scheme(study, tmp_path: Path) -> None:
+    ct, us = study
+    sr = build([], [ct, us], narrative=Narrative("Clear.", "Normal."))
+    assert "CodingSchemeIdentificationSequence" not in sr  # no local code used anywhere
+    assert round_trip(sr, tmp_path).narrative == Narrative("Clear.", "Normal.", "")
+    traced = build([], [ct, us], narrative=NARRATIVE)
+    assert traced.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99APOLO"
+
+
+def test_dciodvfy_passes_and_dcmtk_renders_the_narrative(study, tmp_path: Path) -> None:
+    ct, us = study
+    path = write(build(findings_on(ct, us), [ct, us], disclaimer=DISCLAIMER, narrative=NARRATIVE), tmp_path)
+    assert dciodvfy_errors(path) == []
+    dump = subprocess.run([need_tool("dsrdump"), "+Pl", str(path)], capture_output=True, text=True, timeout=60)
+    assert dump.returncode == 0, dump.stderr
+    for line in (NARRATIVE.impression, DISCLAIMER, "Right upper lobe nodule, 8 mm."):
+        assert line in dump.stdout
+    assert 'TEXT:(,,"Impression")="Pulmonary nodule' in dump.stdout
+    assert 'TEXT:(,,"Finding")="Right upper lobe' in dump.stdout
+    html_path = tmp_path / "sr.html"
+    done = subprocess.run(
+        [need_tool("dsr2html"), str(path), str(html_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    html = html_path.read_text(encoding="utf-8", errors="replace")
+    assert "Impression" in html and "follow-up CT suggested" in html and "does not branch" in html
+    assert read_measurement_report(dcmread(path)).narrative == NARRATIVE
