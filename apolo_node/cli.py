@@ -307,7 +307,7 @@ def report(
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Show a study's findings and its TID 1500 SR."""
+    """Show a study's report: its narrative (findings text, impression), findings and TID 1500 SR."""
     from apolo_node.catalog.reports import report_for
 
     cfg = load_config(config)
@@ -330,6 +330,10 @@ def report(
         f"{r.algorithm.name} {r.algorithm.version}: {r.images} images, {len(stored.findings)} findings, "
         f"{r.unparsed} unparsed"
     )
+    for heading, text in (("Findings", r.narrative_findings), ("Impression", r.impression)):
+        if text:
+            console.print(f"\n[bold]{heading}[/bold]")
+            console.print(text, markup=False, highlight=False)
     table = Table()
     for col in ("finding", "code", "instance / frame", "box (x1, y1, x2, y2)", "confidence", "measurements"):
         table.add_column(col)
