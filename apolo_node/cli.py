@@ -137,6 +137,20 @@ def serve(config: ConfigOption = None) -> None:
     Node(cfg).run_until_signalled()
 
 
+@app.command()
+@clean_errors
+def worker(
+    stage: Annotated[str, typer.Option("--stage", help="deidentify, describe or send")],
+    concurrency: Annotated[int, typer.Option("--concurrency", help="jobs worked at once (threads)")] = 1,
+    config: ConfigOption = None,
+) -> None:
+    """Work one pipeline stage on its own, beside `serve`, on a catalog and spool it shares."""
+    from apolo_node.pipeline.stages import StageWorker
+
+    cfg = load_config(config)
+    StageWorker(cfg, stage, concurrency).run_until_signalled()
+
+
 @db_app.command("upgrade")
 @clean_errors
 def db_upgrade(config: ConfigOption = None) -> None:

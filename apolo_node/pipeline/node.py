@@ -9,9 +9,7 @@ scraps of unacknowledged instances are cleared, and whole spooled files with no 
 
 from __future__ import annotations
 
-import signal
 import threading
-from types import FrameType
 
 from sqlalchemy import Engine, select
 
@@ -23,7 +21,7 @@ from apolo_node.deid import Deidentifier
 from apolo_node.deid.quarantine import Quarantine
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
-from apolo_node.pipeline import deidentify, describe, quarantine, sender
+from apolo_node.pipeline import deidentify, describe, quarantine, sender, workers
 from apolo_node.pseudonym import mapper
 from apolo_node.receive import stable
 from apolo_node.receive.scp import StorageSCP
@@ -137,17 +135,4 @@ class Node:
 
     def run_until_signalled(self) -> None:
         """Serve until SIGTERM or SIGINT, then stop cleanly."""
-        done = threading.Event()
-
-        def _signal(signum: int, _frame: FrameType | None) -> None:
-            event(log, "node.signal", signal=signal.Signals(signum).name)
-            done.set()
-
-        previous = {s: signal.signal(s, _signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            self.start()
-            done.wait()
-        finally:
-            self.stop()
-            for s, h in previous.items():
-                signal.signal(s, h)
+        workers.run_until_signalled(self.start, self.stop, log)
