@@ -143,6 +143,7 @@ class WorkerSettings:
 
 
 VISION_BACKENDS = ("baseline", "transformers", "openai")
+VISION_PROFILES = ("auto", "apolo", "qwen2_5_vl", "qwen3_vl", "medmo", "deepseek_vl2")  # vision/profiles.py
 REASONING_BACKENDS = ("extractive", "transformers", "openai")
 EMBEDDINGS = ("auto", "minilm", "multilingual")  # reasoning/embedding.py
 IDENTIFIER_POLICIES = ("replace", "refuse")  # reasoning/identifiers.py
@@ -165,6 +166,11 @@ class VisionSettings:
     frames: str = setting("middle", "frames of a multi-frame instance to look at: first, middle or all")
     max_frames: int = setting(16, "with frames = all, at most this many, evenly spaced")
     max_pixels: int = setting(1_048_576, "largest model image (width x height); bigger frames are scaled down")
+    profile: str = setting(
+        "auto",
+        "how the model is asked and read: auto (from its config.json or served name), apolo (our JSON), "
+        "qwen2_5_vl, qwen3_vl, medmo or deepseek_vl2",
+    )
 
 
 @dataclass(frozen=True)
@@ -420,6 +426,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"[vision] {key} must be >= 1, got {getattr(v, key)}")
     if v.max_pixels < 28 * 28 * 4:
         raise ConfigError(f"[vision] max_pixels must be >= 3136, got {v.max_pixels}")
+    if v.profile not in VISION_PROFILES:
+        raise ConfigError(f"[vision] profile must be one of {', '.join(VISION_PROFILES)}, got {v.profile!r}")
     q = cfg.reasoning
     _check_model_backend("reasoning", q, REASONING_BACKENDS)
     if q.embedding not in EMBEDDINGS:

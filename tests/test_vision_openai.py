@@ -366,7 +366,7 @@ def test_the_constructor_refuses_bad_arguments(kwargs: dict[str, object], match:
 def test_credentials_in_the_url_are_never_shown() -> None:
     backend = OpenAIBackend("http://user:hunter2@127.0.0.1:9/v1", "m", api_key=KEY)
     assert "hunter2" not in repr(backend) and KEY not in repr(backend)
-    assert repr(backend) == "OpenAIBackend(url='http://127.0.0.1:9/v1', model='m', api_key=<set>)"
+    assert repr(backend) == "OpenAIBackend(url='http://127.0.0.1:9/v1', model='m', profile='apolo', api_key=<set>)"
     backend.close()
 
 

@@ -66,14 +66,9 @@ CONTEXTS = [Context(modality="CT", body_part="CHEST"), Context(modality="MR"), C
 
 @pytest.fixture(scope="module", autouse=True)
 def offline() -> Iterator[None]:
-    """HF_HUB_OFFLINE=1: no hub access, ever. huggingface_hub reads it once, at its import, so
-    where another test imported it first, its flag is set as well."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("HF_HUB_OFFLINE", "1")
-    if "huggingface_hub.constants" in sys.modules:
-        patch.setattr(sys.modules["huggingface_hub.constants"], "HF_HUB_OFFLINE", True)
-    yield
-    patch.undo()
+    from tests.tiny_models import hub_offline
+
+    yield from hub_offline()
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +83,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def settings(model: Path | str, **changes: object) -> VisionSettings:
     values: dict[str, object] = {
         "backend": "transformers", "model": str(model), "device": "cpu",
-        "max_new_tokens": MAX_NEW_TOKENS, "batch_size": 2,
+        "max_new_tokens": MAX_NEW_TOKENS, "batch_size": 2, "profile": "apolo",
     }
     values.update(changes)
     return VisionSettings(**values)  # type: ignore[arg-type]

@@ -9,6 +9,9 @@ call writes the same bytes: answers are gibberish, yet the same gibberish on eve
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,26 @@ _CORPUS = (
     "<|object_ref_start|>mass<|object_ref_end|><|box_start|>(102,230),(310,421)<|box_end|> "
     "The heart is enlarged. No pneumothorax. Left pleural effusion. Fracture of the sixth rib. "
 )
+
+
+def hub_offline() -> Iterator[None]:
+    """The body of a fixture: HF_HUB_OFFLINE=1, no hub access, ever. huggingface_hub reads it
+    once, at its import, so where another test imported it first, its flag is set as well."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    flag = getattr(constants, "HF_HUB_OFFLINE", None)
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = flag
 
 
 def tiny_tokenizer() -> Any:
@@ -197,3 +220,40 @@ def tiny_causal_lm(path: Path) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# A checkpoint whose config.json maps its classes to code in the folder, as hub repositories
+# with custom code do: transformers runs that code only with trust_remote_code.
+_REMOTE_CONFIG = '''from transformers import Qwen2_5_VLConfig
+
+
+class TinyRemoteConfig(Qwen2_5_VLConfig):
+    """Qwen2.5-VL's config, from the checkpoint's own code."""
+'''
+_REMOTE_MODEL = '''from transformers import Qwen2_5_VLForConditionalGeneration
+
+from .configuration_tiny_remote import TinyRemoteConfig
+
+
+class TinyRemoteModel(Qwen2_5_VLForConditionalGeneration):
+    """Qwen2.5-VL, from the checkpoint's own code."""
+
+    config_class = TinyRemoteConfig
+'''
+
+
+def with_remote_code(folder: Path) -> Path:
+    """``folder`` (a tiny Qwen2.5-VL) turned into a custom-code checkpoint: its config.json's
+    ``auto_map`` names classes in files beside it, which only ``trust_remote_code`` loads."""
+    import json
+
+    folder = Path(folder)
+    (folder / "configuration_tiny_remote.py").write_text(_REMOTE_CONFIG)
+    (folder / "modeling_tiny_remote.py").write_text(_REMOTE_MODEL)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoConfig": "configuration_tiny_remote.TinyRemoteConfig",
+        "AutoModelForImageTextToText": "modeling_tiny_remote.TinyRemoteModel",
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    return folder

@@ -21,6 +21,11 @@ thousandths (``Coordinates.thousandths()``). A tag without a label tag takes the
 before it as its label ("Fractures <box>..."); several boxes after one label give one finding
 each, all with that label.
 
+A reasoning trace (``<think>...</think>``, or whatever tags the model's profile names) is never
+read for findings: its text goes to ``Described.trace``. A close tag with no open tag before it
+ends a trace the chat template opened (Qwen3-VL Thinking puts ``<think>`` in the prompt); an
+open tag never closed (the token limit cut the answer) makes the rest trace.
+
 Nothing the model said is lost, and nothing it says raises. A piece of the answer that did not
 become a finding (prose between structures included, JSON that would not parse, an item that is
 not a finding) counts one in ``Described.unparsed`` and its text (trimmed, at most 2000
@@ -42,6 +47,8 @@ from apolo_node.vision.backend import Described, RawFinding
 
 LABEL_LIMIT = 64  # a label becomes a code meaning (DICOM LO)
 TEXT_LIMIT = 2000  # per piece of free text, description or location
+TRACE_LIMIT = 20_000  # per piece of reasoning trace
+THINK_MARKS: tuple[tuple[str, str], ...] = (("<think>", "</think>"),)
 DEFAULT_LABEL = "finding"
 SCAN_BUDGET = 500_000  # characters the JSON search may read per answer, so garbage costs bounded time
 
@@ -166,8 +173,11 @@ LATERALITY_WORDS = {
 }  # fmt: skip
 
 
-def parse(text: str, coords: Coordinates = THOUSANDTHS) -> Described:
-    """Findings, boxes as fractions of the image shown, from one model answer in any dialect.
+def parse(
+    text: str, coords: Coordinates = THOUSANDTHS, trace_marks: tuple[tuple[str, str], ...] = THINK_MARKS
+) -> Described:
+    """Findings, boxes as fractions of the image shown, from one model answer in any dialect;
+    its reasoning trace (between ``trace_marks``) kept apart and never read for findings.
 
     Never raises on what the model said: what cannot become a finding is counted and kept.
     """
@@ -177,12 +187,46 @@ def parse(text: str, coords: Coordinates = THOUSANDTHS) -> Described:
         text = text.decode("utf-8", errors="replace")
     if not isinstance(text, str) or not text.strip():
         return Described()
+    trace, text = split_trace(text, trace_marks)
     try:
-        return _parse(text, coords)
+        described = _parse(text, coords) if text.strip() else Described()
     # A parser bug must not cost a study its answer: the text is kept, the bug logged.
     except Exception:  # noqa: BLE001
         _log.warning("grounding_parser_failed", exc_info=True, extra={"fields": {"chars": len(text)}})
-        return Described(unparsed=1, free_text=(_clip(text.strip()),))
+        described = Described(unparsed=1, free_text=(_clip(text.strip()),))
+    return replace(described, trace=trace) if trace else described
+
+
+def split_trace(text: str, marks: tuple[tuple[str, str], ...] = THINK_MARKS) -> tuple[tuple[str, ...], str]:
+    """(the trace pieces, the answer without them). Tags match in any letter case."""
+    pieces: list[str] = []
+    for open_tag, close_tag in marks:
+        opening = re.compile(re.escape(open_tag), re.IGNORECASE)
+        closing = re.compile(re.escape(close_tag), re.IGNORECASE)
+        first_close, first_open = closing.search(text), opening.search(text)
+        if first_close and (first_open is None or first_close.start() < first_open.start()):
+            pieces.append(text[: first_close.start()])  # the template opened it: all before is trace
+            text = text[first_close.end() :]
+        kept: list[str] = []
+        at = 0
+        while start := opening.search(text, at):
+            kept.append(text[at : start.start()])
+            end = closing.search(text, start.end())
+            if end is None:  # never closed: the answer was cut inside its trace
+                pieces.append(text[start.end() :])
+                at = len(text)
+                break
+            pieces.append(text[start.end() : end.start()])
+            at = end.end()
+        kept.append(text[at:])
+        text = "".join(kept)
+    trace = tuple(clip_trace(p) for p in pieces if p.strip())
+    return trace, text
+
+
+def clip_trace(text: str) -> str:
+    """One piece of reasoning trace, trimmed and bounded."""
+    return _clip(text.strip(), TRACE_LIMIT)
 
 
 class _Reading:

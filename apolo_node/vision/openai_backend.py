@@ -1,7 +1,8 @@
 """The ``openai`` vision backend: any OpenAI-compatible chat server (vLLM, SGLang) over HTTP.
 
-Each image goes as its own ``POST {base}/chat/completions`` with our prompt, the image as a PNG
-data URL and our findings JSON schema as ``response_format``; the requests of one batch are
+Each image goes as its own ``POST {base}/chat/completions`` with the model family's prompt
+(``vision.profiles``, chosen by ``[vision] profile`` or from the served name), the image as a PNG
+data URL and, for our own JSON profile, our findings schema as ``response_format``; the requests of one batch are
 sent at once, because the server batches them on the GPU. A server that refuses
 ``response_format`` is asked again without it, and never again with it (the prompt asks for the
 same JSON). Connection errors, timeouts, 429 and 5xx are retried with exponential backoff and
@@ -17,6 +18,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from apolo_node.config import VisionSettings
@@ -24,7 +26,7 @@ from apolo_node.findings import Algorithm
 from apolo_node.imaging import ModelImage
 from apolo_node.logs import event, get_logger
 from apolo_node.openai_http import ChatClient, ChatServerError, normalise_base_url  # noqa: F401 (re-exported)
-from apolo_node.vision import grounding, prompts
+from apolo_node.vision import grounding, profiles, prompts
 from apolo_node.vision.backend import Context, Described, VisionBackend
 
 log = get_logger("vision.openai")
@@ -64,9 +66,11 @@ class OpenAIBackend(VisionBackend):
         max_new_tokens: int = 512,
         batch_size: int = 4,
         backoff: float = 0.5,
+        profile: str = "auto",
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must name the served model, got {model!r}")
+        self.profile = profiles.choose(profile, model)
         if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         if not isinstance(backoff, (int, float)) or not backoff >= 0:
@@ -110,11 +114,15 @@ class OpenAIBackend(VisionBackend):
             max_new_tokens=settings.max_new_tokens,
             batch_size=settings.batch_size,
             backoff=backoff,
+            profile=settings.profile,
         )
 
     def __repr__(self) -> str:
         key = "set" if self._has_key else "none"
-        return f"OpenAIBackend(url={self._shown_url!r}, model={self.model!r}, api_key=<{key}>)"
+        return (
+            f"OpenAIBackend(url={self._shown_url!r}, model={self.model!r}, "
+            f"profile={self.profile.name!r}, api_key=<{key}>)"
+        )
 
     # -- algorithm (TID 4019) -----------------------------------------------------------------
     @property
@@ -160,18 +168,19 @@ class OpenAIBackend(VisionBackend):
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _describe_one(self, image: ModelImage, context: Context) -> Described:
-        messages = [
-            {"role": "system", "content": prompts.SYSTEM_PROMPT},
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": prompts.user_prompt(context)},
-                    {"type": "image_url", "image_url": {"url": png_data_url(image)}},
-                ],
-            },
-        ]
+        messages = self.profile.messages(
+            context, {"type": "image_url", "image_url": {"url": png_data_url(image)}}
+        )
+        if messages[0]["role"] == "system":  # plain text, as every server takes it
+            messages[0] = {"role": "system", "content": self.profile.system}
         answer = self._chat(messages)
-        return self._described(answer)
+        return self._described(answer, self.coordinates(image))
+
+    def coordinates(self, image: ModelImage) -> grounding.Coordinates:
+        """How bare bbox_2d in the answer about ``image`` are scaled: Qwen2.5-VL's are pixels of
+        the image the server's processor resized, which ``profiles.qwen_resized`` recomputes."""
+        width, height = profiles.qwen_resized(image.image.width, image.image.height)
+        return self.profile.coordinates(width, height, profiles.detect(self.model))
 
     def _chat(self, messages: list[dict[str, Any]]) -> Any:
         """POST the chat request, with retries; the parsed JSON body of the 200 answer."""
@@ -181,7 +190,7 @@ class OpenAIBackend(VisionBackend):
             "max_tokens": self.max_new_tokens,
             "temperature": 0,
         }
-        if self._structured:
+        if self._structured and self.profile.structured:
             body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "findings", "schema": prompts.FINDINGS_SCHEMA, "strict": True},
@@ -203,8 +212,11 @@ class OpenAIBackend(VisionBackend):
                 )
         return {k: v for k, v in body.items() if k != "response_format"}
 
-    def _described(self, answer: Any) -> Described:
-        """The findings in ``choices[0].message.content``; an answer with none is counted unparsed."""
+    def _described(self, answer: Any, coords: grounding.Coordinates = grounding.THOUSANDTHS) -> Described:
+        """The findings in ``choices[0].message.content``; an answer with none is counted unparsed.
+
+        A server that splits the reasoning off (vLLM's ``reasoning_content``) gives it as the trace.
+        """
         if not isinstance(answer, dict):
             return _unparsed("the server's answer was not a JSON object")
         choices = answer.get("choices")
@@ -214,13 +226,29 @@ class OpenAIBackend(VisionBackend):
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list):  # content parts, as some servers write them
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        reasoning = _reasoning(message)
         if not isinstance(content, str) or not content.strip():
             reason = choices[0].get("finish_reason")
-            return _unparsed(f"the server's answer had no content (finish_reason {reason!r})")
-        return grounding.parse(content, grounding.Coordinates.thousandths())
+            found = _unparsed(f"the server's answer had no content (finish_reason {reason!r})")
+        else:
+            found = self.profile.parse(content, coords)
+        if reasoning:
+            found = replace(found, trace=(grounding.clip_trace(reasoning), *found.trace))
+        return found
 
     def close(self) -> None:
         self._http.close()
+
+
+def _reasoning(message: Any) -> str | None:
+    """The reasoning a server gave beside the content (vLLM: ``reasoning_content``), if any."""
+    if not isinstance(message, dict):
+        return None
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
 
 
 def _unparsed(why: str) -> Described:

@@ -1,8 +1,8 @@
 """What we ask a vision-language model, and the JSON schema of the answer we want.
 
-One prompt for every backend that talks to a model, so the transformers and OpenAI-compatible
-backends ask the same thing; the JSON schema is sent as ``response_format`` where the server
-supports it, and the parser (``vision.grounding``) reads it and every grounding dialect besides.
+Our own dialect: profile ``apolo`` of ``vision.profiles``, which holds every family's prompt.
+The JSON schema is sent as ``response_format`` where the server supports it, and the parser
+(``vision.grounding``) reads it and every grounding dialect besides.
 """
 
 from __future__ import annotations
@@ -54,8 +54,11 @@ SYSTEM_PROMPT = (
 )
 
 
-def user_prompt(context: Context) -> str:
-    """The question for one image, with the de-identified context that helps reading it."""
+TASK = "Describe the findings in this image as JSON."
+
+
+def context_lines(context: Context) -> list[str]:
+    """The de-identified context that helps reading an image, one sentence each."""
     parts = []
     if context.modality:
         parts.append(f"Modality: {context.modality}.")
@@ -63,5 +66,9 @@ def user_prompt(context: Context) -> str:
         parts.append(f"Body part: {context.body_part}.")
     if context.frames > 1:
         parts.append(f"Frame {context.frame} of {context.frames}.")
-    parts.append("Describe the findings in this image as JSON.")
-    return " ".join(parts)
+    return parts
+
+
+def user_prompt(context: Context) -> str:
+    """The question for one image in our JSON dialect, with its context (profile ``apolo``)."""
+    return " ".join([*context_lines(context), TASK])

@@ -1,11 +1,12 @@
 """The ``transformers`` vision backend: a Hugging Face image-text-to-text model in this process.
 
 ``[vision] model`` names a hub id or a local folder; ``AutoProcessor`` and
-``AutoModelForImageTextToText`` load it, the model's own chat template frames our prompt
-(``prompts.SYSTEM_PROMPT`` and ``prompts.user_prompt``), and ``generate`` answers greedily, a
-chunk of ``batch_size`` left-padded images at a time. Each answer goes through
-``grounding.parse``: Qwen2.5-VL gives ``bbox_2d`` in pixels of the image its processor resized
-(``image_grid_thw`` patches of 14 pixels), every other model in thousandths.
+``AutoModelForImageTextToText`` load it (with ``trust_remote_code`` only where its profile says
+so), the model's own chat template frames its family's prompt (``vision.profiles``, chosen by
+``[vision] profile`` or from the folder's ``config.json``), and ``generate`` answers greedily, a
+chunk of ``batch_size`` left-padded images at a time. Each answer is read by the profile
+(``grounding.parse``, its trace apart): Qwen2.5-VL gives ``bbox_2d`` in pixels of the image its
+processor resized (``image_grid_thw`` patches of 14 pixels), every other model in thousandths.
 
 torch and transformers are an extra (``pip install 'apolo-node[ml]'``) imported only when a
 model is loaded, so importing this module costs nothing. Qwen-VL processors load a video
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +36,7 @@ from apolo_node.hf_local import (
 )
 from apolo_node.imaging import ModelImage
 from apolo_node.logs import event, get_logger
-from apolo_node.vision import grounding, prompts
+from apolo_node.vision import grounding, profiles
 from apolo_node.vision.backend import (
     BackendUnavailable,
     Context,
@@ -137,7 +139,27 @@ def _local_folder(model: str) -> Path | None:
     return None
 
 
-def _load_processor(model: str, config: Any, transformers: Any) -> Any:
+def raw_config(model: str) -> dict[str, Any] | None:
+    """The model's config.json as JSON (local folder, or the hub cache / hub), read before any
+    class is chosen, so a profile can say whether loading needs ``trust_remote_code``."""
+    folder = _local_folder(model)
+    try:
+        if folder is not None:
+            path = folder / "config.json"
+        else:
+            from transformers.utils import CONFIG_NAME, cached_file
+
+            found = cached_file(model, CONFIG_NAME)
+            if not found:
+                return None
+            path = Path(found)
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - no readable config here: loading will say why
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _load_processor(model: str, config: Any, transformers: Any, remote: bool = False) -> Any:
     """The model's processor; Qwen-VL ones through the video-free subclass without torchvision.
 
     A real checkpoint names its stock processor class in its files, which ``AutoProcessor``
@@ -147,7 +169,7 @@ def _load_processor(model: str, config: Any, transformers: Any) -> Any:
     if name and not _has_torchvision():
         return _video_free(name, model, transformers)
     try:
-        return transformers.AutoProcessor.from_pretrained(model)
+        return transformers.AutoProcessor.from_pretrained(model, trust_remote_code=remote)
     except OSError:
         # A Qwen-VL folder saved without a video processor (as a video-free one saves itself):
         # with torchvision installed the stock class asks for one; we never send video.
@@ -189,9 +211,11 @@ class TransformersBackend(VisionBackend):
         dtype: str = "auto",
         max_new_tokens: int = 512,
         batch_size: int = 4,
+        profile: str = "auto",
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"[vision] model must be a hub id or a local path, got {model!r}")
+        profiles.choose(profile, model)  # an unknown profile is refused before anything loads
         if dtype not in DTYPES:
             raise ValueError(f"[vision] dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         for key, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
@@ -211,18 +235,26 @@ class TransformersBackend(VisionBackend):
                 "folder holding config.json; a hub id looks like 'org/name')"
             )
         source = str(folder) if folder is not None else model
+        self.profile = profiles.choose(profile, source, raw_config(source))
+        remote = self.profile.trust_remote_code
         try:
             with progress_bars_off():
-                config = transformers.AutoConfig.from_pretrained(source)
-                self.processor = _load_processor(source, config, transformers)
+                config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=remote)
+                self.processor = _load_processor(source, config, transformers, remote)
                 self.model = transformers.AutoModelForImageTextToText.from_pretrained(
-                    source, config=config, dtype=torch_dtype(torch, dtype)
+                    source, config=config, dtype=torch_dtype(torch, dtype), trust_remote_code=remote
                 )
                 self.algorithm = algorithm_for(source, self.model.config)
         except Exception as exc:  # noqa: BLE001 - any load failure: one clean line naming the setting
+            hint = (
+                " (DeepSeek-VL2 checkpoints need DeepSeek's deepseek_vl2 package for their model "
+                "class; or serve the model with vLLM and use backend = 'openai')"
+                if self.profile.name == "deepseek_vl2" else ""
+            )
             raise BackendUnavailable(
                 f"[vision] model {model!r} could not be loaded as an image-text-to-text model "
-                f"(a hub id, offline only if already in the cache, or a local folder): {first_line(exc)}"
+                f"(a hub id, offline only if already in the cache, or a local folder; profile "
+                f"{self.profile.name}): {first_line(exc)}{hint}"
             ) from None
         if not hasattr(self.processor, "image_processor"):
             raise BackendUnavailable(
@@ -235,7 +267,7 @@ class TransformersBackend(VisionBackend):
         self.patch_size = int(getattr(self.processor.image_processor, "patch_size", 14) or 14)
         self._stops = self._stop_ids()
         event(log, "vision.transformers.loaded", model=self.algorithm.name, version=self.algorithm.version,
-              model_type=self.model_type, device=self.device, dtype=str(self.model.dtype).removeprefix("torch."),
+              model_type=self.model_type, profile=self.profile.name, device=self.device, dtype=str(self.model.dtype).removeprefix("torch."),
               seconds=round(time.perf_counter() - started, 3))
 
     @classmethod
@@ -247,10 +279,14 @@ class TransformersBackend(VisionBackend):
             dtype=settings.dtype,
             max_new_tokens=settings.max_new_tokens,
             batch_size=settings.batch_size,
+            profile=settings.profile,
         )
 
     def __repr__(self) -> str:
-        return f"TransformersBackend(model={self.model_ref!r}, device={self.device!r})"
+        return (
+            f"TransformersBackend(model={self.model_ref!r}, device={self.device!r}, "
+            f"profile={self.profile.name!r})"
+        )
 
     def _stop_ids(self) -> frozenset[int]:
         """Token ids that end an answer: eos, and the pad that generate fills finished rows with."""
@@ -263,18 +299,10 @@ class TransformersBackend(VisionBackend):
 
     # -- describing ---------------------------------------------------------------------------
     def messages(self, image: ModelImage, context: Context) -> list[dict[str, Any]]:
-        """The chat for one image: our system prompt, then the image and our question."""
+        """The chat for one image as the model's profile asks: its system prompt (if any), then
+        the image and its question in the family's order."""
         picture = image.image if image.image.mode == "RGB" else image.image.convert("RGB")
-        return [
-            {"role": "system", "content": [{"type": "text", "text": prompts.SYSTEM_PROMPT}]},
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image", "image": picture},
-                    {"type": "text", "text": prompts.user_prompt(context)},
-                ],
-            },
-        ]
+        return self.profile.messages(context, {"type": "image", "image": picture})
 
     def encode(self, images: Sequence[ModelImage], contexts: Sequence[Context]) -> Any:
         """The model inputs for one chunk, left-padded, on the model's device: what generate sees."""
@@ -317,7 +345,7 @@ class TransformersBackend(VisionBackend):
 
     def _describe_chunk(self, images: Sequence[ModelImage], contexts: Sequence[Context]) -> list[Described]:
         texts, coords = self.answers(images, contexts)
-        return [grounding.parse(text, c) for text, c in zip(texts, coords)]
+        return [self.profile.parse(text, c) for text, c in zip(texts, coords)]
 
     def _answer_ids(self, ids: list[int]) -> list[int]:
         """The answer up to its first stop token; special tokens before it (grounding's
@@ -327,7 +355,8 @@ class TransformersBackend(VisionBackend):
 
     def coordinates(self, inputs: Any, index: int) -> grounding.Coordinates:
         """How the answer to image ``index`` of ``inputs`` (from ``encode``) places its bbox_2d."""
-        if self.model_type in PIXEL_GROUNDED and "image_grid_thw" in inputs:
+        pixels = self.profile.bbox == "pixels" or (self.profile.bbox is None and self.model_type in PIXEL_GROUNDED)
+        if pixels and "image_grid_thw" in inputs:
             width, height = input_size(inputs["image_grid_thw"][index].tolist(), self.patch_size)
             return grounding.Coordinates.pixels(width, height)
         return grounding.Coordinates.thousandths()
