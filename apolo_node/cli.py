@@ -389,9 +389,25 @@ def ask(
     reveal: Annotated[
         bool, typer.Option("--reveal", help="show the original accession numbers (needs the vault key; audited)")
     ] = False,
+    follow_up: Annotated[
+        int | None,
+        typer.Option("--follow-up", help="continue the answer of this id (answer_id): its question, answer "
+                     "and cited findings are the context", show_default=False),
+    ] = None,
 ) -> None:
-    """Answer a question from the catalog's findings, citing them; every question is audited."""
-    from apolo_node.reasoning.ask import QUESTION_MAX, Filters, UnknownStudy, parse_date
+    """Answer a question from the catalog's findings, citing them; every question is audited.
+
+    Names, patient IDs and other identifiers typed in the question are replaced by placeholders
+    before it is stored or sent ([reasoning] identifiers_in_questions).
+    """
+    from apolo_node.reasoning.ask import (
+        QUESTION_MAX,
+        Filters,
+        IdentifiersInQuestion,
+        UnknownAnswer,
+        UnknownStudy,
+        parse_date,
+    )
     from apolo_node.reasoning.ask import ask as run_ask
     from apolo_node.reasoning.backend import AnswerFailed, ReasoningUnavailable
 
@@ -409,10 +425,10 @@ def ask(
         raise BadInput(str(exc)) from None
     try:
         with catalog(cfg) as engine:
-            result = run_ask(engine, cfg.reasoning, question, filters)
+            result = run_ask(engine, cfg.reasoning, question, filters, follow_up=follow_up)
             sent = _send_answer(cfg, engine, result) if send else []
             revealed = _reveal(cfg, engine, result) if reveal else {}
-    except UnknownStudy as exc:
+    except (UnknownStudy, UnknownAnswer, IdentifiersInQuestion) as exc:
         raise BadInput(str(exc)) from None
     except (ReasoningUnavailable, AnswerFailed) as exc:
         typer.echo(f"apolo-node: error: {exc}", err=True)
@@ -503,6 +519,9 @@ def _print_answer(result: Any) -> None:
         notes.append(f"{answer.dropped_citations} citation(s) of findings not in the evidence were dropped")
     if retrieved.note:
         notes.append(retrieved.note)
+    if result.replaced:
+        notes.append("identifiers replaced by placeholders before the question was stored or sent: "
+                     + ", ".join(result.replaced))
     for note in notes:
         console.print(f"note: {escape(note)}")
 

@@ -32,6 +32,7 @@ class AnswerRecord:
     citations: tuple[str, ...]  # tracking UIDs of the findings the answer cites
     dropped_citations: int
     backend: str
+    follows: int | None = None  # the answer this one follows up (ask --follow-up)
 
     def __post_init__(self) -> None:
         if not self.question.strip():
@@ -73,6 +74,7 @@ def record_answer(
                 "citations": json.dumps(list(record.citations)),
                 "dropped_citations": record.dropped_citations,
                 "backend": record.backend,
+                "follows_answer_id": record.follows,
                 "created_at": now,
             },
         ).scalar_one()
@@ -83,11 +85,18 @@ def record_answer(
                 "actor": actor,
                 "action": action,
                 "answer_id": answer_id,
-                "detail": record.question,
+                "detail": ask_detail(record),
                 "studies": json.dumps(list(dict.fromkeys(studies))),
             },
         )
     return int(answer_id)
+
+
+def ask_detail(record: AnswerRecord) -> str:
+    """An ask's audit detail: the question (identifiers already replaced) and what it follows up."""
+    if record.follows is None:
+        return record.question
+    return f"follow-up of answer {record.follows}: {record.question}"
 
 
 def answer_by_id(engine: Engine, answer_id: int) -> AnswerRecord | None:
@@ -99,7 +108,7 @@ def answer_by_id(engine: Engine, answer_id: int) -> AnswerRecord | None:
     return AnswerRecord(
         question=row["question"], answer=row["answer"], trace=row["trace"],
         citations=tuple(json.loads(row["citations"] or "[]")),
-        dropped_citations=row["dropped_citations"], backend=row["backend"],
+        dropped_citations=row["dropped_citations"], backend=row["backend"], follows=row["follows_answer_id"],
     )
 
 

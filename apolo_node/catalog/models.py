@@ -247,6 +247,8 @@ class Answer(Base):
     dropped_citations: Mapped[int] = mapped_column(Integer, default=0)
     backend: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # ask --follow-up: the earlier answer this one continues (migration 0008)
+    follows_answer_id: Mapped[int | None] = mapped_column(ForeignKey("answer.id"), nullable=True, index=True)
 
 
 class Audit(Base):

@@ -190,6 +190,19 @@ def concepts(engine: Engine, limit: int) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in conn.execute(select(labels.c.label, meaning))]
 
 
+def findings_by_tracking_uid(engine: Engine, tracking_uids: Sequence[str]) -> list[FindingHit]:
+    """The findings of these tracking UIDs, in the order given; UIDs the catalog lacks are left out.
+
+    A follow-up question's context: the findings an earlier answer cited, whatever its filters.
+    """
+    wanted = list(dict.fromkeys(tracking_uids))
+    if not wanted:
+        return []
+    hits = _hits(engine, _base().where(FindingRow.tracking_uid.in_(wanted)))
+    by_uid = {h.finding.tracking_uid: h for h in hits}
+    return [by_uid[u] for u in wanted if u in by_uid]
+
+
 def text_search(engine: Engine, filters: Filters, terms: Sequence[str], limit: int) -> list[FindingHit]:
     """Findings within the filters whose text holds any of ``terms``, most relevant first.
 

@@ -3,6 +3,12 @@
 ``ask`` does the work and returns an ``AskResult``; the command line only prints it. Every
 question is recorded, with its answer, in the ``answer`` table and, with the operating-system
 user who asked and the pseudonymous studies the evidence came from, in the ``audit`` table.
+
+Before anything else, identifiers typed in the question (names, patient IDs, ...) are replaced
+by placeholders (``identifiers.scrub``), or the question is refused, as ``[reasoning]
+identifiers_in_questions`` says: what is stored, logged, audited and sent to an answerer is
+the scrubbed question. A follow-up (``follow_up``: an earlier answer's id) keeps the earlier
+question, answer and cited findings as context, and its answer row records what it follows.
 """
 
 from __future__ import annotations
@@ -16,24 +22,39 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from apolo_node.catalog import search
-from apolo_node.catalog.answers import AnswerRecord, record_answer
+from apolo_node.catalog.answers import AnswerRecord, answer_by_id, record_answer
 from apolo_node.catalog.search import Filters
 from apolo_node.config import ReasoningSettings
 from apolo_node.logs import event, get_logger
-from apolo_node.reasoning.backend import Answer, Answerer, nothing_found
+from apolo_node.reasoning import identifiers
+from apolo_node.reasoning.backend import Answer, Answerer, Turn, nothing_found
 from apolo_node.reasoning.backends import make_answerer
 from apolo_node.reasoning.evidence import Evidence, ref
-from apolo_node.reasoning.retrieval import FILTERS, Retrieved, Retriever, studies_of
+from apolo_node.reasoning.retrieval import FILTERS, Retrieved, Retriever, query_terms, studies_of
 
-__all__ = ["QUESTION_MAX", "AskResult", "Filters", "UnknownStudy", "ask", "os_user", "parse_date"]
+__all__ = [
+    "QUESTION_MAX", "AskResult", "Filters", "IdentifiersInQuestion", "UnknownAnswer", "UnknownStudy", "ask",
+    "os_user", "parse_date",
+]
 
 log = get_logger("reasoning.ask")
 
 QUESTION_MAX = 4000  # characters
+# Words by which a follow-up points at what the earlier answer found ("is it bigger?").
+BACK_REFERENCES = frozenset(["it", "its", "that", "this", "those", "these", "them", "they", "same"])
+BACK_REFERENCES_ZH = ("它", "这个", "那个", "该", "此", "这些", "那些")
 
 
 class UnknownStudy(LookupError):
     """``--study`` names no study of the catalog."""
+
+
+class UnknownAnswer(LookupError):
+    """``--follow-up`` names no answer of the catalog."""
+
+
+class IdentifiersInQuestion(ValueError):
+    """The question holds identifiers and ``[reasoning] identifiers_in_questions = "refuse"``."""
 
 
 def parse_date(value: str | None, name: str) -> dt.date | None:
@@ -61,12 +82,14 @@ def os_user() -> str:
 class AskResult:
     """A question, the evidence found for it, the answer, and the id it was recorded under."""
 
-    question: str
+    question: str  # as stored: identifiers replaced
     filters: Filters
     retrieved: Retrieved
     answer: Answer
     answer_id: int
     seconds: float
+    replaced: tuple[str, ...] = ()  # kinds of identifiers replaced in the question, never the values
+    follows: int | None = None  # the answer this one follows up
 
     @property
     def evidence(self) -> tuple[Evidence, ...]:
@@ -88,6 +111,8 @@ class AskResult:
         return {
             "answer_id": self.answer_id,
             "question": self.question,
+            "identifiers_replaced": list(self.replaced),
+            "follows": self.follows,
             "answer": self.answer.text,
             "trace": self.answer.trace,
             "citations": list(self.answer.citations),
@@ -114,43 +139,105 @@ def ask(
     answerer: Answerer | None = None,
     retriever: Retriever | None = None,
     actor: str | None = None,
+    follow_up: int | None = None,
 ) -> AskResult:
     """Answer ``question`` from the findings within ``filters``; record answer and audit row.
 
     ``answerer`` and ``retriever`` default to what ``settings`` names (built here, and the
     answerer closed after); pass them to reuse a loaded model across questions. With no
-    finding within the filters, neither a model nor the embedder is loaded.
+    finding within the filters, neither a model nor the embedder is loaded. ``follow_up``
+    is the id of the answer this question continues.
     """
     if not isinstance(question, str) or not question.strip():
-        raise ValueError(f"question must be non-empty text, got {question!r}")
+        raise ValueError("question must be non-empty text")
     question = question.strip()
     if len(question) > QUESTION_MAX:
         raise ValueError(f"question must be at most {QUESTION_MAX} characters, got {len(question)}")
+    question, replaced = scrub_question(question, settings)
     if filters.study_uid and not search.study_exists(engine, filters.study_uid):
         raise UnknownStudy(f"study {filters.study_uid} is not in the catalog (see apolo-node studies)")
+    earlier = earlier_turn(engine, follow_up)
     started = time.perf_counter()
+    searched = identifiers.without_placeholders(question)
     if search.count_findings(engine, filters, at_most=0) == 0:
         retrieved = Retrieved((), FILTERS, 0, 0.0)
     else:
-        retrieved = (retriever or Retriever.from_settings(engine, settings)).retrieve(question, filters)
+        retrieved = (retriever or Retriever.from_settings(engine, settings)).retrieve(searched, filters)
+    if earlier is not None:
+        retrieved = with_earlier(engine, retrieved, earlier, searched, settings.evidence)
     if not retrieved.evidence:
         answer = nothing_found(answerer.name if answerer else settings.backend)
     elif answerer is not None:
-        answer = answerer.answer(question, retrieved.evidence)
+        answer = answerer.answer(question, retrieved.evidence, earlier)
     else:
         own = make_answerer(settings)
         try:
-            answer = own.answer(question, retrieved.evidence)
+            answer = own.answer(question, retrieved.evidence, earlier)
         finally:
             own.close()
     studies = studies_of(retrieved.evidence)
     record = AnswerRecord(
         question=question, answer=answer.text, trace=answer.trace, citations=answer.citations,
-        dropped_citations=answer.dropped_citations, backend=answer.backend,
+        dropped_citations=answer.dropped_citations, backend=answer.backend, follows=follow_up,
     )
     answer_id = record_answer(engine, record, actor=actor or os_user(), studies=studies)
     seconds = time.perf_counter() - started
     event(log, "reasoning.answered", answer_id=answer_id, backend=answer.backend, mode=retrieved.mode,
           evidence=len(retrieved.evidence), studies=len(studies), citations=len(answer.citations),
-          dropped_citations=answer.dropped_citations, seconds=round(seconds, 4))
-    return AskResult(question, filters, retrieved, answer, answer_id, seconds)
+          dropped_citations=answer.dropped_citations, follows=follow_up, seconds=round(seconds, 4))
+    return AskResult(question, filters, retrieved, answer, answer_id, seconds, replaced, follow_up)
+
+
+def scrub_question(question: str, settings: ReasoningSettings) -> tuple[str, tuple[str, ...]]:
+    """The question with its identifiers replaced, and their kinds; or IdentifiersInQuestion."""
+    scrubbed = identifiers.scrub(question)
+    if not scrubbed.kinds:
+        return question, ()
+    event(log, "reasoning.question.scrubbed", kinds=list(scrubbed.kinds), replaced=scrubbed.replaced,
+          policy=settings.identifiers_in_questions)
+    if settings.identifiers_in_questions == "refuse":
+        raise IdentifiersInQuestion(
+            f"the question holds identifiers ({', '.join(scrubbed.kinds)}) and [reasoning] "
+            "identifiers_in_questions = 'refuse': ask again without them (name studies by their "
+            "pseudonymous UIDs, with --study)"
+        )
+    return scrubbed.text, scrubbed.kinds
+
+
+def earlier_turn(engine: Engine, answer_id: int | None) -> Turn | None:
+    """The stored turn a follow-up continues; UnknownAnswer when there is no such answer."""
+    if answer_id is None:
+        return None
+    if isinstance(answer_id, bool) or not isinstance(answer_id, int) or answer_id < 1:
+        raise UnknownAnswer(f"--follow-up must be an answer id (an integer >= 1), got {answer_id!r}")
+    stored = answer_by_id(engine, answer_id)
+    if stored is None:
+        raise UnknownAnswer(f"answer {answer_id} is not in the catalog (--follow-up takes the answer_id ask gave)")
+    return Turn(answer_id, stored.question, stored.answer, stored.citations)
+
+
+def refers_back(question: str) -> bool:
+    """Whether a follow-up points at the earlier answer's findings ("is it bigger?", "它")."""
+    words = set(identifiers.WORD.findall(question.lower()))
+    return bool(words & BACK_REFERENCES) or any(w in question for w in BACK_REFERENCES_ZH)
+
+
+def with_earlier(engine: Engine, retrieved: Retrieved, earlier: Turn, question: str, limit: int) -> Retrieved:
+    """The evidence with the earlier answer's cited findings: first when the question refers to them.
+
+    "Is it bigger?" has no word to search for: its "it" is what the earlier answer cited. A
+    follow-up with words of its own and no such reference ("and a fracture?") keeps its own
+    hits first.
+    """
+    cited = search.findings_by_tracking_uid(engine, earlier.citations)
+    if not cited:
+        return retrieved
+    first = refers_back(question) or not query_terms(question) or retrieved.mode == FILTERS
+    top = max((e.score for e in retrieved.evidence), default=1.0) or 1.0
+    kept = [Evidence.from_hit(h, top) for h in cited]
+    new = [e for e in retrieved.evidence if e.tracking_uid not in set(earlier.citations)]
+    evidence = kept + new if first else new[: max(limit - len(kept), 0)] + kept
+    note = f"follow-up of answer {earlier.answer_id}: the findings it cited are kept as context"
+    note = "; ".join(x for x in (retrieved.note, note) if x)
+    return Retrieved(tuple(evidence[: max(limit, len(kept))]), retrieved.mode, retrieved.candidates,
+                     retrieved.seconds, note)

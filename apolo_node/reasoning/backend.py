@@ -47,6 +47,16 @@ class Answer:
             raise ValueError("answer backend must name the answerer")
 
 
+@dataclass(frozen=True)
+class Turn:
+    """An earlier question and its answer, which a follow-up question continues."""
+
+    answer_id: int
+    question: str  # as stored: identifiers already replaced
+    answer: str
+    citations: tuple[str, ...]  # tracking UIDs the earlier answer cited: what "it" refers to
+
+
 def nothing_found(backend: str) -> Answer:
     """The answer to a question no finding matches: said plainly, no model asked."""
     return Answer(NOTHING_FOUND, "Retrieval returned no findings; no model was asked.", (), 0, backend)
@@ -58,16 +68,20 @@ class Answerer(ABC):
     #: "extractive", "transformers:<model>", "openai:<model>": recorded with every answer
     name: str
 
-    def answer(self, question: str, evidence: Sequence[Evidence]) -> Answer:
-        """The answer to ``question`` from ``evidence`` (best first), with citations and trace."""
+    def answer(self, question: str, evidence: Sequence[Evidence], earlier: Turn | None = None) -> Answer:
+        """The answer to ``question`` from ``evidence`` (best first), with citations and trace.
+
+        ``earlier`` is the turn a follow-up question continues: its question and answer are
+        context, and the findings it cited are in ``evidence`` (first) when "it" refers to them.
+        """
         if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"question must be non-empty text, got {question!r}")
+            raise ValueError("question must be non-empty text")
         if not evidence:
             return nothing_found(self.name)
-        return self._answer(question.strip(), list(evidence))
+        return self._answer(question.strip(), list(evidence), earlier)
 
     @abstractmethod
-    def _answer(self, question: str, evidence: list[Evidence]) -> Answer:
+    def _answer(self, question: str, evidence: list[Evidence], earlier: Turn | None = None) -> Answer:
         """Answer from non-empty evidence; a model's bad output is an answer, never a raise."""
 
     def close(self) -> None:

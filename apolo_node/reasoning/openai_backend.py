@@ -13,7 +13,7 @@ from typing import Any
 from apolo_node.config import ReasoningSettings
 from apolo_node.openai_http import ChatClient, ChatServerError
 from apolo_node.reasoning import prompts
-from apolo_node.reasoning.backend import Answer, Answerer, AnswerFailed
+from apolo_node.reasoning.backend import Answer, Answerer, AnswerFailed, Turn
 from apolo_node.reasoning.citations import resolve, split_trace
 from apolo_node.reasoning.evidence import Evidence
 
@@ -54,18 +54,18 @@ class OpenAIAnswerer(Answerer):
     def __repr__(self) -> str:
         return f"OpenAIAnswerer(client={self.client!r}, model={self.model!r})"
 
-    def request(self, question: str, evidence: list[Evidence]) -> dict[str, Any]:
-        """The chat completion request body for this question and evidence."""
+    def request(self, question: str, evidence: list[Evidence], earlier: Turn | None = None) -> dict[str, Any]:
+        """The chat completion request body for this question and evidence (and the earlier turn)."""
         return {
             "model": self.model,
-            "messages": prompts.messages(question, evidence),
+            "messages": prompts.messages(question, evidence, earlier),
             "max_tokens": self.max_new_tokens,
             "temperature": 0,
         }
 
-    def _answer(self, question: str, evidence: list[Evidence]) -> Answer:
+    def _answer(self, question: str, evidence: list[Evidence], earlier: Turn | None = None) -> Answer:
         try:
-            body = self.client.post_chat(self.request(question, evidence))
+            body = self.client.post_chat(self.request(question, evidence, earlier))
         except ChatServerError as exc:
             raise AnswerFailed(str(exc)) from None
         content, reasoning, reason = _message(body)

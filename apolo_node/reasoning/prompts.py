@@ -7,9 +7,13 @@ much (measurements), so a model can answer "which studies, which findings, where
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
+from apolo_node.reasoning.backend import Turn
 from apolo_node.reasoning.evidence import Evidence, ref
+
+REFERENCES = re.compile(r"\s?\[F\s?\d{1,4}(?:\s*,\s*F\s?\d{1,4})*\]", re.IGNORECASE)
 
 SYSTEM_PROMPT = (
     "You answer a clinician's question about imaging studies using only the evidence given: "
@@ -63,16 +67,35 @@ def evidence_line(index: int, e: Evidence) -> str:
     return "; ".join(parts)
 
 
-def user_prompt(question: str, evidence: Sequence[Evidence]) -> str:
+def user_prompt(question: str, evidence: Sequence[Evidence], earlier: Turn | None = None) -> str:
     lines = [f"Question: {question}", "", f"Evidence ({len(evidence)} findings, most relevant first):"]
     lines += [evidence_line(k, e) for k, e in enumerate(evidence)]
+    if earlier is not None:
+        index = {e.tracking_uid: k for k, e in enumerate(evidence)}
+        cited = [f"[{ref(index[u])}]" for u in earlier.citations if u in index]
+        lines += ["", "This question follows up the earlier answer above"
+                  + (f"; the findings it cited are {', '.join(cited)}: \"it\" or \"that finding\" means them." if cited
+                     else ".")]
     lines += ["", "Answer the question from this evidence, citing references like [F1]."]
     return "\n".join(lines)
 
 
-def messages(question: str, evidence: Sequence[Evidence]) -> list[dict[str, str]]:
-    """The chat: our rules as the system message, the question and evidence as the user's."""
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": user_prompt(question, evidence)},
-    ]
+def earlier_answer(earlier: Turn) -> str:
+    """The earlier answer's text without its own [F..] references (they numbered other evidence)."""
+    return REFERENCES.sub("", earlier.answer).strip()
+
+
+def messages(question: str, evidence: Sequence[Evidence], earlier: Turn | None = None) -> list[dict[str, str]]:
+    """The chat: our rules as the system message, the question and evidence as the user's.
+
+    A follow-up puts the earlier turn before it: its question as the user's, its answer as the
+    assistant's.
+    """
+    chat = [{"role": "system", "content": SYSTEM_PROMPT}]
+    if earlier is not None:
+        chat += [
+            {"role": "user", "content": f"Question: {earlier.question}"},
+            {"role": "assistant", "content": earlier_answer(earlier)},
+        ]
+    chat.append({"role": "user", "content": user_prompt(question, evidence, earlier)})
+    return chat

@@ -23,7 +23,7 @@ from apolo_node.hf_local import (
 )
 from apolo_node.logs import event, get_logger
 from apolo_node.reasoning import prompts
-from apolo_node.reasoning.backend import Answer, Answerer, ReasoningUnavailable
+from apolo_node.reasoning.backend import Answer, Answerer, ReasoningUnavailable, Turn
 from apolo_node.reasoning.citations import THINK_CLOSE, THINK_OPEN, resolve, split_trace
 from apolo_node.reasoning.evidence import Evidence
 
@@ -106,10 +106,10 @@ class TransformersAnswerer(Answerer):
             stops.update(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]) if v is not None)
         return frozenset(stops)
 
-    def prompt(self, question: str, evidence: list[Evidence]) -> str:
+    def prompt(self, question: str, evidence: list[Evidence], earlier: Turn | None = None) -> str:
         """The model's input text: our messages through its chat template, ready for its answer."""
         text = self.tokenizer.apply_chat_template(
-            prompts.messages(question, evidence), add_generation_prompt=True, tokenize=False
+            prompts.messages(question, evidence, earlier), add_generation_prompt=True, tokenize=False
         )
         return str(text)
 
@@ -132,8 +132,8 @@ class TransformersAnswerer(Answerer):
               seconds=round(time.perf_counter() - started, 3))
         return text
 
-    def _answer(self, question: str, evidence: list[Evidence]) -> Answer:
-        prompt = self.prompt(question, evidence)
+    def _answer(self, question: str, evidence: list[Evidence], earlier: Turn | None = None) -> Answer:
+        prompt = self.prompt(question, evidence, earlier)
         raw = self.generate(prompt)
         if prompt.rfind(THINK_OPEN) > prompt.rfind(THINK_CLOSE):
             raw = THINK_OPEN + raw  # the chat template opened the thinking block itself
