@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from sqlalchemy import Engine, select, update
 
+from apolo_node.catalog import reports
+from apolo_node.catalog.models import Report, Study
+from apolo_node.catalog.search import Filters
 from apolo_node.findings import Algorithm
+from apolo_node.reasoning.ask import ask
+from apolo_node.reasoning.retrieval import Retriever
 from apolo_node.sr import read_measurement_report
 from apolo_node.sr.narrative import (
     TEMPLATE_NOTE,
@@ -21,6 +27,7 @@ from apolo_node.sr.narrative import (
     split_prose,
 )
 from tests.peer_fixtures import dciodvfy_errors, need_tool
+from tests.test_reasoning_retrieval import three_studies
 from tests.test_sr_measurement_report import ALGORITHM, build, findings_on, round_trip, study, write
 
 __all__ = ["study"]  # the fixture, imported for these tests
@@ -76,7 +83,7 @@ def test_without_prose_the_template_names_each_label_once_and_says_it_is_non_dia
     assert "right upper lobe" in lines[0] and "Round 8 mm opacity." in lines[0]
     assert lines[2] == "Shadowing: 1 finding on 1 image."
     assert n.impression == (
-        f"{TEMPLATE_NOTE}: apolo-baseline 1.0 reported 3 findings on 2 images: "
+        f"{TEMPLATE_NOTE}. apolo-baseline 1.0 found 3 findings on 2 images: "
         "Pulmonary nodule, Free fluid, Shadowing."
     )
 
@@ -84,7 +91,7 @@ def test_without_prose_the_template_names_each_label_once_and_says_it_is_non_dia
 def test_nothing_found_still_makes_a_non_empty_report() -> None:
     n = compose_narrative([], [], [], 3, ALGORITHM)
     assert n.findings == "No finding on the 3 images looked at."
-    assert n.impression.startswith(TEMPLATE_NOTE) and "reported no finding on 3 images" in n.impression
+    assert n.impression.startswith(TEMPLATE_NOTE) and "found no finding on 3 images" in n.impression
 
 
 def test_a_runaway_answer_is_cut_and_says_so() -> None:
@@ -137,3 +144,55 @@ def test_dciodvfy_passes_and_dcmtk_renders_the_narrative(study, tmp_path: Path) 
     html = html_path.read_text(encoding="utf-8", errors="replace")
     assert "Impression" in html and "follow-up CT suggested" in html and "does not branch" in html
     assert read_measurement_report(dcmread(path)).narrative == NARRATIVE
+
+
+# --- searchable by ask -------------------------------------------------------------------------
+
+
+def narrate(engine: Engine, study_uid: str, findings: str, impression: str) -> None:
+    """Give a catalogued study's report this narrative, as the vision stage stores it."""
+    with engine.begin() as conn:
+        study_id = conn.execute(select(Study.id).where(Study.study_uid == study_uid)).scalar_one()
+        conn.execute(update(Report).where(Report.study_id == study_id).values(
+            narrative_findings=findings, impression=impression))
+
+
+def narrated_studies(engine: Engine) -> None:
+    """Three studies; the head MR's impression says what none of its findings' texts says."""
+    three_studies(engine)
+    narrate(engine, "2.25.103", "Periventricular lesions.", "Pattern suggests demyelination; MS clinic.")
+    templated = compose_narrative([], [], [], 1, ALGORITHM)
+    for uid in ("2.25.101", "2.25.102"):
+        narrate(engine, uid, templated.findings, templated.impression)
+
+
+def test_words_of_an_impression_find_its_study_through_ask(engine: Engine, cfg) -> None:
+    narrated_studies(engine)
+    got = Retriever(engine, limit=5).retrieve("Any demyelination?", Filters())
+    assert got.mode == "text" and {e.study_uid for e in got.evidence} == {"2.25.103"}
+    assert all(0 < e.score <= 1 for e in got.evidence)
+    answered = ask(  # text retrieval: the embedder, when installed, would weigh every finding
+        engine, cfg.reasoning, "Any demyelination?", Filters(), actor="tester", retriever=Retriever(engine, limit=5)
+    )
+    assert answered.studies == ["2.25.103"] and answered.answer.citations
+    within = Retriever(engine, limit=5).retrieve("demyelination", Filters(study_uid="2.25.101"))
+    assert "2.25.103" not in {e.study_uid for e in within.evidence}, "filters hold for narrative hits"
+
+
+def test_narrative_hits_rank_after_finding_text_hits_and_are_not_repeated(engine: Engine) -> None:
+    narrated_studies(engine)
+    narrate(engine, "2.25.101", "A pneumothorax and a nodule.", "Pneumothorax; see also the effusion.")
+    got = Retriever(engine, limit=10).retrieve("pneumothorax effusion", Filters())
+    uids = [e.tracking_uid for e in got.evidence]
+    assert len(uids) == len(set(uids))
+    text_first = [e.finding.label for e in got.evidence[:2]]
+    assert set(text_first) == {"Pneumothorax", "Pleural effusion"}  # their own text holds the words
+    assert got.evidence[-1].finding.label == "Nodule" and got.evidence[-1].score < got.evidence[1].score
+
+
+def test_the_templated_note_and_part_words_match_nothing(engine: Engine) -> None:
+    narrated_studies(engine)
+    assert reports.narrative_matches(engine, ["radiologist", "automated", "summary"]) == []
+    assert reports.narrative_matches(engine, ["demyelin"]) == []  # whole words, not their parts
+    assert reports.narrative_matches(engine, ["demyelination", "ms", "x%_"]) == [("2.25.103", 2 / 3)]
+    assert reports.TEMPLATED_NOTE == TEMPLATE_NOTE.lower()

@@ -7,18 +7,30 @@ and its findings in one transaction. The study moves to ``reported`` only from
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, and_, delete, insert, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from apolo_node.catalog.models import FindingRow, Outbox, OutboxState, Report, Study, StudyStatus, utcnow
 from apolo_node.findings import Algorithm, Box, Code, Finding, Measurement
 
+if TYPE_CHECKING:  # search imports this module (its rows are read as findings here)
+    from apolo_node.catalog.search import Filters, FindingHit
+
 DESCRIBE = "describe"
 REPORT_SR = "report_sr"  # outbox kind of a study's TID 1500 SR
+NARRATIVE_STUDIES_MAX = 10  # studies whose narrative matched a question, at most, whose findings join
+NARRATIVE_TERMS_MAX = 24
+NARRATIVE_WEIGHT = 0.5  # a narrative hit's relevance against the weakest finding text hit
+# How sr.narrative heads a templated impression (a test holds the two equal): left out of the
+# narrative search, so that its words do not make every templated report match.
+TEMPLATED_NOTE = "non-diagnostic automated summary, not reviewed by a radiologist"
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,12 @@ def _row(study_id: int, report_id: int, f: Finding, model: str) -> dict[str, obj
     }
 
 
+def _narrative_columns(record: ReportRecord) -> dict[str, str]:
+    """The narrative columns a report fills (none are named when it has no narrative)."""
+    values = {"narrative_findings": record.narrative_findings, "impression": record.impression, "trace": record.trace}
+    return {k: v for k, v in values.items() if v}
+
+
 def record_report(
     engine: Engine, record: ReportRecord, findings: Sequence[Finding], send: bool = False
 ) -> bool:
@@ -120,9 +138,7 @@ def record_report(
                 "images": record.images,
                 "unparsed": record.unparsed,
                 "created_at": now,
-                "narrative_findings": record.narrative_findings or None,
-                "impression": record.impression or None,
-                "trace": record.trace or None,
+                **_narrative_columns(record),
             },
         ).scalar_one()
         if findings:
@@ -186,3 +202,70 @@ def report_for(engine: Engine, study_uid: str) -> StoredReport | None:
         report.narrative_findings or "", report.impression or "", report.trace or "",
     )
     return StoredReport(record, findings)
+
+
+def _holds(text: str, term: str) -> bool:
+    """``term`` is in ``text`` as a word (letters and digits), or anywhere for other scripts."""
+    if re.fullmatch(r"[a-z0-9]+", term):
+        return re.search(rf"(?<![a-z0-9]){term}(?![a-z0-9])", text) is not None
+    return term in text
+
+
+def narrative_matches(
+    engine: Engine, terms: Sequence[str], study_uid: str | None = None, limit: int = NARRATIVE_STUDIES_MAX
+) -> list[tuple[str, float]]:
+    """Studies whose narrative (findings text or impression) holds any of ``terms``, with the
+    share of the terms it holds, most first (newest report first among equals), at most ``limit``.
+
+    A plain substring scan of the report rows (one per study), confirmed word by word here, so it
+    needs no full-text index and works alike on SQLite and PostgreSQL.
+    """
+    wanted = [t.lower() for t in dict.fromkeys(terms) if isinstance(t, str) and t.strip()][:NARRATIVE_TERMS_MAX]
+    if not wanted or limit < 1:
+        return []
+    text = func.replace(
+        func.lower(func.coalesce(Report.narrative_findings, "") + " " + func.coalesce(Report.impression, "")),
+        TEMPLATED_NOTE, " ",
+    )
+    stmt = (
+        select(Study.study_uid, text)
+        .join(Study, Study.id == Report.study_id)
+        .where(or_(*(text.contains(t, autoescape=True) for t in wanted)))
+        .order_by(Report.created_at.desc(), Report.id.desc())
+    )
+    if study_uid:
+        stmt = stmt.where(Study.study_uid == study_uid.strip())
+    with engine.connect() as conn:
+        rows = conn.execute(stmt.limit(limit * 5)).all()
+        conn.rollback()
+    scored = [(uid, sum(_holds(body, t) for t in wanted) / len(wanted)) for uid, body in rows]
+    kept = [(uid, share) for uid, share in scored if share > 0]
+    return sorted(kept, key=lambda x: -x[1])[:limit]  # stable: newest first among equals
+
+
+def with_narrative_hits(
+    engine: Engine, filters: Filters, terms: Sequence[str], hits: Sequence[FindingHit], limit: int
+) -> list[FindingHit]:
+    """``hits`` followed by the findings (within ``filters``) of studies whose narrative holds a term.
+
+    What makes a report's words searchable by ``ask``: "cardiomegaly" in an impression brings
+    that study's findings as evidence even when no finding's own text says it. They rank after
+    every finding text hit (relevance: the lowest text hit's times ``NARRATIVE_WEIGHT``, or 1
+    without text hits, times the share of terms the narrative holds); a finding already among
+    ``hits`` is not repeated.
+    """
+    from apolo_node.catalog.search import recent_findings
+
+    matches = narrative_matches(engine, terms, filters.study_uid)
+    if not matches or limit < 1:
+        return list(hits)
+    floor = min((h.relevance or 0.0 for h in hits), default=1.0 / NARRATIVE_WEIGHT) * NARRATIVE_WEIGHT or 1.0
+    per = max(1, limit // len(matches))
+    seen = {h.finding.tracking_uid for h in hits}
+    out = list(hits)
+    for study_uid, share in matches:
+        for hit in recent_findings(engine, dataclasses.replace(filters, study_uid=study_uid), per):
+            if hit.finding.tracking_uid not in seen:
+                seen.add(hit.finding.tracking_uid)
+                out.append(dataclasses.replace(hit, relevance=floor * share))
+    return out

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from apolo_node.catalog import search
+from apolo_node.catalog import reports, search
 from apolo_node.catalog.search import Filters, FindingHit
 from apolo_node.config import ReasoningSettings
 from apolo_node.findings import Finding
@@ -123,6 +123,8 @@ class Retriever:
         started = time.perf_counter()
         terms = query_terms(question)
         text_hits = search.text_search(self.engine, filters, terms, self.pool) if terms else []
+        # a report's narrative (findings text, impression) holding a term brings its study's findings
+        text_hits = reports.with_narrative_hits(self.engine, filters, terms, text_hits, self.pool)
         note = self.note
         result: tuple[list[Evidence], str, int] | None = None
         if self.embedder is not None:

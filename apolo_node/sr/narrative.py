@@ -90,16 +90,17 @@ def templated_findings(findings: Sequence[Finding], images: int) -> str:
 
 
 def templated_impression(findings: Sequence[Finding], images: int, algorithm: Algorithm) -> str:
-    """One sentence naming what the algorithm reported, headed by the non-diagnostic note."""
+    """The non-diagnostic note, then one sentence naming what the algorithm found (in words a
+    question would not search for: the catalog's search leaves the note out)."""
     who = f"{algorithm.name} {algorithm.version}"
     if not findings:
-        return f"{TEMPLATE_NOTE}: {who} reported no finding on {_plural(images, 'image')}."
+        return f"{TEMPLATE_NOTE}. {who} found no finding on {_plural(images, 'image')}."
     labels = list(_by_label(findings))
     named = ", ".join(labels[:LABELS_SHOWN]) + (
         f" and {_plural(len(labels) - LABELS_SHOWN, 'more label')}" if len(labels) > LABELS_SHOWN else ""
     )
     return (
-        f"{TEMPLATE_NOTE}: {who} reported {_plural(len(findings), 'finding')} on "
+        f"{TEMPLATE_NOTE}. {who} found {_plural(len(findings), 'finding')} on "
         f"{_plural(images, 'image')}: {named}."
     )
 
