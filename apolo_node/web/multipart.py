@@ -14,7 +14,8 @@ from typing import Protocol
 
 MAX_HEADER_BYTES = 16 * 1024  # all header lines of one part together
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_PARAM = re.compile(rf';\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|{_TOKEN})')
+# values unquoted may hold "/" (type=application/dicom), as clients such as OHIF send them
+_PARAM = re.compile(rf';\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s"]+)')
 
 
 class MultipartError(ValueError):
@@ -135,7 +136,7 @@ class MultipartReader:
 
 def _headers(block: bytes) -> dict[str, str]:
     headers: dict[str, str] = {}
-    for line in block.split(b"\r\n"):
+    for line in block.split(b"\r\n") if block else ():
         name, colon, value = line.partition(b":")
         if not colon or not name.strip():
             raise MultipartError("multipart part header line without a field name")
