@@ -3,17 +3,23 @@ written into the TID 1500 SR beside the findings, and read back."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from apolo_node.catalog import reports
+from apolo_node.catalog.records import list_studies
+from apolo_node.catalog.reports import report_for
 from apolo_node.catalog.models import Report, Study
 from apolo_node.catalog.search import Filters
 from apolo_node.findings import Algorithm
+from apolo_node.imaging import ModelImage
+from apolo_node.vision.backend import Context, Described, VisionBackend
 from apolo_node.reasoning.ask import ask
 from apolo_node.reasoning.retrieval import Retriever
 from apolo_node.sr import read_measurement_report
@@ -27,6 +33,8 @@ from apolo_node.sr.narrative import (
     split_prose,
 )
 from tests.peer_fixtures import dciodvfy_errors, need_tool
+from tests.nodes import apolo
+from tests.test_pipeline_describe import reported_phantom_study
 from tests.test_reasoning_retrieval import three_studies
 from tests.test_sr_measurement_report import ALGORITHM, build, findings_on, round_trip, study, write
 
@@ -64,6 +72,13 @@ def test_prose_without_impression_keeps_its_text_and_gets_the_templated_impressi
     assert n.findings == "Lungs are clear.\n\nHeart size normal."
     assert n.impression.startswith(TEMPLATE_NOTE) and "3 findings on 4 images" in n.impression
     assert "Pulmonary nodule, Free fluid, Shadowing" in n.impression and n.trace == ""
+
+
+def test_each_answer_is_split_on_its_own_and_a_repeated_part_is_said_once() -> None:
+    n = compose_narrative(
+        ["Lungs clear. Impression: normal", "Heart normal.", "Lungs clear. Impression: normal"], [], [], 3, ALGORITHM
+    )
+    assert (n.findings, n.impression) == ("Lungs clear.\n\nHeart normal.", "normal")
 
 
 def test_the_model_impression_is_kept_and_the_trace_is_apart(study) -> None:
@@ -196,3 +211,52 @@ def test_the_templated_note_and_part_words_match_nothing(engine: Engine) -> None
     assert reports.narrative_matches(engine, ["demyelin"]) == []  # whole words, not their parts
     assert reports.narrative_matches(engine, ["demyelination", "ms", "x%_"]) == [("2.25.103", 2 / 3)]
     assert reports.TEMPLATED_NOTE == TEMPLATE_NOTE.lower()
+
+
+# --- through the vision stage ------------------------------------------------------------------
+
+
+class ProseBackend(VisionBackend):
+    """A backend that answers every image as a reasoning model does: prose and a trace, no box."""
+
+    algorithm = Algorithm("prose-model", "2")
+
+    def describe_batch(self, images: Sequence[ModelImage], contexts: Sequence[Context]) -> list[Described]:
+        return [
+            Described(
+                free_text=("Findings: no acute abnormality. Impression: normal chest",),
+                trace=("Maybe a nodule <box>[[100,100,200,200]]</box>? No, a vessel.",),
+            )
+            for _ in images
+        ]
+
+
+def test_a_model_narrative_and_its_trace_reach_the_sr_the_catalog_and_report(tmp_path: Path, cfg) -> None:
+    from apolo_node.catalog import jobs
+    from apolo_node.catalog.models import Job
+    from apolo_node.pipeline import describe
+    from apolo_node.receive.spool import Spool
+
+    engine = reported_phantom_study(cfg, tmp_path)  # the baseline's report first, then the model's
+    try:
+        [study] = list_studies(engine)
+        with engine.begin() as conn:
+            study_id = conn.execute(select(Study.id).where(Study.study_uid == study.study_uid)).scalar_one()
+            conn.execute(insert(Job).values(kind="describe", study_id=study_id, state="pending", attempts=0))
+        assert describe.run_once(engine, Spool(cfg.spool_root), ProseBackend(), cfg, "w1") is True
+        assert jobs.job_states(engine, study.study_uid)[-1] == ("describe", "done")
+        stored = report_for(engine, study.study_uid)
+    finally:
+        engine.dispose()
+    assert stored is not None and stored.findings == []
+    # every image gave the same answer: said once; the trace of each image is kept
+    assert (stored.record.narrative_findings, stored.record.impression) == ("no acute abnormality.", "normal chest")
+    assert stored.record.trace.count("No, a vessel.") == stored.record.images > 1
+    sr_path = cfg.spool_root / stored.record.path
+    assert dciodvfy_errors(sr_path) == []
+    content = read_measurement_report(dcmread(sr_path))
+    assert content.narrative == Narrative(
+        stored.record.narrative_findings, stored.record.impression, stored.record.trace
+    )
+    shown = json.loads(apolo(cfg, "report", study.study_uid, "--json").stdout)
+    assert shown["narrative"]["impression"] == "normal chest" and "<box>" in shown["narrative"]["trace"]

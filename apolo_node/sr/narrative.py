@@ -109,9 +109,18 @@ def compose_narrative(
     free_text: Sequence[str], trace: Sequence[str], findings: Sequence[Finding], images: int,
     algorithm: Algorithm,
 ) -> Narrative:
-    """The study's narrative from the model's prose and trace, the template filling what is missing."""
-    prose = "\n\n".join(t.strip() for t in free_text if t and t.strip())
-    text, impression = split_prose(prose)
+    """The study's narrative from the model's prose and trace, the template filling what is missing.
+
+    Each piece of prose (the model answers per image) is split on its own; the findings parts and
+    the impression parts are joined in order, a part said again (the same answer for each slice)
+    once.
+    """
+    parts: tuple[dict[str, None], dict[str, None]] = ({}, {})  # ordered sets
+    for piece in free_text:
+        for kept, part in zip(parts, split_prose(piece or "")):
+            if part:
+                kept[part] = None
+    text, impression = ("\n\n".join(kept) for kept in parts)
     return Narrative(
         findings=bounded(text or templated_findings(findings, images), TEXT_MAX),
         impression=bounded(impression or templated_impression(findings, images, algorithm), TEXT_MAX),
