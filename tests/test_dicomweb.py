@@ -27,6 +27,7 @@ from apolo_node.catalog.models import Instance
 from apolo_node.catalog.records import list_studies
 from apolo_node.catalog.search import Filters
 from apolo_node.config import Config
+from apolo_node.pipeline.node import Node
 from apolo_node.pipeline.results import queue_answer
 from apolo_node.pseudonym import mapper
 from apolo_node.reasoning.ask import ask
@@ -107,6 +108,7 @@ class Reported:
     marker: str
     originals: list[str]
     bodies: list[bytes]  # every response body the tests saw, checked for the marker at the end
+    node: Node
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,7 @@ def reported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reported]:
         # what `ask --send` does, in this process and without the embedder (lexical retrieval)
         result = ask(node.engine, cfg.reasoning, "Where is the metal?", Filters(), retriever=Retriever(node.engine))
         assert {q.kind for q in queue_answer(node.engine, node.spool, result)} == {"answer_sr", "gsps"}
-        r = Reported(cfg, base, client, mapper(cfg)(study), marker, [str(ds.SOPInstanceUID) for ds in slices], [])
+        r = Reported(cfg, base, client, mapper(cfg)(study), marker, [str(ds.SOPInstanceUID) for ds in slices], [], node)
         yield r
         for body in r.bodies:
             assert marker.encode() not in body
@@ -223,6 +225,19 @@ def test_wado_answers_406_and_404_for_what_it_cannot_serve(reported: Reported) -
     assert get(r, f"/studies/{generate_uid()}").status_code == 404
     assert get(r, f"/studies/{r.study_uid}/series/{generate_uid()}").status_code == 404
     assert get(r, f"/studies/{r.study_uid}/series/{generate_uid()}/metadata").status_code == 404
+
+
+def test_urls_in_answers_follow_the_path_the_client_came_by(reported: Reported) -> None:
+    """Behind a proxy's prefix, on an app that sets cfg, engine and store as create_app does."""
+    app = FastAPI()
+    app.include_router(router, prefix="/dicom-web")
+    app.state.cfg, app.state.engine, app.state.store = reported.cfg, reported.node.engine, reported.node.store
+    app.state.access = Access()
+    with serving(app) as base:
+        [study] = httpx.get(f"{base}/dicom-web/dicomweb/studies", timeout=30).json()
+        url = study["00081190"]["Value"][0]
+        assert url == f"{base}/dicom-web/dicomweb/studies/{reported.study_uid}"
+        assert httpx.get(url, timeout=30).status_code == 200
 
 
 # -- the PHI side is never served --

@@ -1,8 +1,8 @@
 """DICOMweb (PS3.18) under /dicomweb: STOW-RS into the durable store, QIDO-RS / WADO-RS over the
 node's own de-identified outputs only (cleaned images, TID 1500 SRs, answer SRs, GSPS).
 
-Every route sits behind ``require_access``. The app gives the routes their parts through
-``app.state.dicomweb`` (a ``DicomWeb``); ``attach`` puts one there.
+Every route sits behind ``require_access``. The routes find their parts on ``app.state``: a
+``DicomWeb`` (``attach``), or else the ``cfg``, ``engine`` and ``store`` that ``create_app`` sets.
 """
 
 from __future__ import annotations
@@ -61,9 +61,15 @@ def attach(app: FastAPI, dicomweb: DicomWeb) -> None:
 
 
 def _ctx(request: Request) -> DicomWeb:
-    ctx = getattr(request.app.state, "dicomweb", None)
+    """The app's ``DicomWeb``: attached, or made once from what ``create_app`` puts on
+    ``app.state`` (``cfg``, ``engine``, and ``store``, the InstanceStore C-STORE uses)."""
+    state = request.app.state
+    ctx = getattr(state, "dicomweb", None)
     if ctx is None:
-        raise HTTPException(503, "DICOMweb is not configured on this app")
+        cfg, engine, store = (getattr(state, name, None) for name in ("cfg", "engine", "store"))
+        if cfg is None or engine is None or store is None:
+            raise HTTPException(503, "DICOMweb is not configured on this app")
+        ctx = state.dicomweb = DicomWeb.from_config(cfg, engine, store)
     return ctx
 
 
@@ -168,7 +174,11 @@ def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + router.prefix
+    """The DICOMweb root as this request reached it (behind a proxy's prefix too): URLs in
+    answers point back the way the client came."""
+    path = request.url.path
+    at = path.find("/studies")
+    return f"{request.url.scheme}://{request.url.netloc}{path[:at] if at >= 0 else router.prefix}"
 
 
 @router.get("/studies")
