@@ -113,6 +113,8 @@ def describe_study(
     buffer = io.BytesIO()
     sr.save_as(buffer, enforce_file_format=True)
     relative = f"{REPORTS}/{job.study_uid}/{sr_uid}.dcm"
+    if worker is not None and not jobs.heartbeat(engine, job, worker, cfg.worker.lease):
+        raise LostClaim(f"job {job.id} was claimed by another worker")  # its taker reports
     spool.write(relative, buffer.getvalue())
     previous = report_path(engine, job.study_uid)
     reported = record_report(
