@@ -32,6 +32,7 @@ from apolo_node.pipeline import sender
 from apolo_node.pipeline.ingest import ingest
 from apolo_node.pseudonym import UIDMapper
 from apolo_node.receive.spool import Spool
+from apolo_node.sr import read_measurement_report
 from tests.conftest import make_config
 from tests.nodes import upgraded_engine
 from tests.peers import LOCALHOST, Orthanc, free_port, wait_until
@@ -135,6 +136,8 @@ def test_the_report_lands_in_the_original_study_of_the_original_patient(
         stored = dcmread(io.BytesIO(answer.read()))  # the file as the PACS keeps it
     referenced = {str(e.value) for e in stored.iterall() if e.keyword == "ReferencedSOPInstanceUID"}
     assert referenced and referenced <= set(study.sop_uids)
+    narrative = read_measurement_report(stored).narrative  # the report's words travel in the same SR
+    assert narrative is not None and narrative.impression and marker not in narrative.impression
 
     # A later result citing the report SR (as an answer SR does) keeps that reference as it is:
     # the report went to the PACS under its own UIDs.

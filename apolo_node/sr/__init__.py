@@ -1,4 +1,5 @@
-"""DICOM Structured Reports and presentation states from findings (highdicom), and back."""
+"""DICOM Structured Reports and presentation states from findings (highdicom), and back;
+a study's narrative (findings text and impression) for its report."""
 
 from apolo_node.sr.answer_report import (
     AnswerReportContent,
@@ -12,6 +13,7 @@ from apolo_node.sr.measurement_report import (
     measurement_report,
     read_measurement_report,
 )
+from apolo_node.sr.narrative import Narrative, compose_narrative
 from apolo_node.sr.presentation_state import (
     GroundingBox,
     grounding_presentation_state,
@@ -24,7 +26,9 @@ __all__ = [
     "CitedFinding",
     "GroundingBox",
     "MeasurementReportContent",
+    "Narrative",
     "answer_report",
+    "compose_narrative",
     "grounding_presentation_state",
     "measurement_report",
     "read_answer_report",
