@@ -162,6 +162,9 @@ def test_qido_finds_the_stow_study_under_its_pseudonym_with_its_sr(reported: Rep
     modalities = sorted(s["00080060"]["Value"][0] for s in series)
     assert modalities == ["CT", "PR", "SR", "SR"]
     sr_series = [s["0020000E"]["Value"][0] for s in series if s["00080060"]["Value"] == ["SR"]]
+    everywhere = get(r, "/series?Modality=SR").json()  # QIDO-RS over all studies, as OHIF's checks ask
+    assert sorted(s["0020000E"]["Value"][0] for s in everywhere) == sorted(sr_series)
+    assert get(r, "/series?Modality=MR").json() == []
     sops = {
         i["00080016"]["Value"][0]
         for uid in sr_series for i in r.client.search_for_instances(r.study_uid, uid)

@@ -177,7 +177,7 @@ def _base(request: Request) -> str:
     """The DICOMweb root as this request reached it (behind a proxy's prefix too): URLs in
     answers point back the way the client came."""
     path = request.url.path
-    at = path.find("/studies")
+    at = min((i for i in (path.find("/studies"), path.find("/series")) if i >= 0), default=-1)
     return f"{request.url.scheme}://{request.url.netloc}{path[:at] if at >= 0 else router.prefix}"
 
 
@@ -249,17 +249,34 @@ def _instance(request: Request, study: str, series: str, sop: str) -> Output:
 @router.get("/studies/{study}/series")
 def search_series(study: str, request: Request) -> Response:
     """QIDO-RS: the series of a study's outputs (Modality may filter)."""
+    return _json(_page(request, _series_results(request, _study(request, study))))
+
+
+@router.get("/series")
+def search_all_series(request: Request) -> Response:
+    """QIDO-RS: series of every study with outputs (Modality, StudyInstanceUID may filter)."""
+    modalities = _values(request, "Modality", "00080060")
+    ctx = _ctx(request)
+    found: list[Any] = []
+    for study in find_output_studies(
+        ctx.engine, study_uids=_values(request, "StudyInstanceUID", "0020000D") or None,
+        modalities=modalities or None, limit=MAX_LIMIT,
+    ):
+        found += _series_results(request, _study(request, study.study_uid))
+    return _json(_page(request, found))
+
+
+def _series_results(request: Request, found: list[Output]) -> list[dict[str, Any]]:
     by_series: dict[str, list[Output]] = {}
-    for o in _study(request, study):
+    for o in found:
         by_series.setdefault(o.series_uid, []).append(o)
     wanted = set(_values(request, "Modality", "00080060"))
-    base = f"{_base(request)}/studies/{study}/series"
-    results = [
-        outputs.series_json(items[0], len(items), f"{base}/{uid}")
+    base = _base(request)
+    return [
+        outputs.series_json(items[0], len(items), f"{base}/studies/{items[0].file.study_uid}/series/{uid}")
         for uid, items in by_series.items()
         if not wanted or (items[0].file.modality or "") in wanted
     ]
-    return _json(_page(request, results))
 
 
 def _page(request: Request, results: list[Any]) -> list[Any]:
