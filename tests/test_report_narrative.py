@@ -116,6 +116,11 @@ def test_a_runaway_answer_is_cut_and_says_so() -> None:
     assert bounded("  short  ", 10) == "short"  # what fits is kept whole
 
 
+def test_control_characters_are_dropped_and_line_ends_kept() -> None:
+    n = compose_narrative(["Clear\x1b[31m lungs\x00.\r\nImpression: normal\x07"], ["a\tb\rc"], [], 1, ALGORITHM)
+    assert (n.findings, n.impression, n.trace) == ("Clear[31m lungs.", "normal", "a\tb\nc")
+
+
 # --- in the SR ---------------------------------------------------------------------------------
 
 

@@ -43,9 +43,15 @@ class Narrative:
         return {"findings": self.findings, "impression": self.impression, "trace": self.trace}
 
 
+# Control characters other than tab and newline: not allowed in DICOM UT text, and an escape
+# sequence would reach the terminal that prints a report.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def bounded(text: str, limit: int) -> str:
-    """``text`` stripped, cut to at most ``limit`` characters with a note saying where."""
-    text = text.strip()
+    """``text`` stripped, without control characters (a CR LF becomes LF), cut to at most ``limit``
+    characters with a note saying where."""
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
     if len(text) <= limit:
         return text
     note = CUT.format(n=limit)
