@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from apolo_node import __version__, logs
 from apolo_node import config as config_mod
-from apolo_node import logs
 from apolo_node.config import Config, ConfigError
 
 if TYPE_CHECKING:
@@ -60,6 +60,22 @@ class Failed(Exception):
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"apolo-node {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+    ] = False,
+) -> None:
+    """Options before any command's name."""
 
 
 def clean_errors(fn: F) -> F:
@@ -335,7 +351,9 @@ def report(
             raise BadInput(f"study {study} is not in the catalog (see apolo-node studies)")
         raise NotYet(f"study {study} has no report yet (status: {summary.status})")
     if json_out:
-        typer.echo(json.dumps(stored.as_json(), indent=2))
+        shown = stored.as_json()
+        shown["sr_path"] = str(cfg.spool_root / stored.record.path)  # absolute (design.md)
+        typer.echo(json.dumps(shown, indent=2))
         return
     r = stored.record
     console = Console(width=max(120, Console().width))

@@ -25,7 +25,7 @@ from tests.peers import free_port
 
 
 def make_config(tmp_path: Path, **tables: dict[str, object]) -> Config:
-    """A configuration on a fresh spool under tmp_path, a random key and a free port."""
+    """A configuration on a fresh spool under tmp_path, a random key and free ports."""
     base = config_mod.load(Path(__file__).resolve().parents[1] / "config" / "apolo.toml", env={})
     cfg = config_mod.replace(
         base,
@@ -33,6 +33,7 @@ def make_config(tmp_path: Path, **tables: dict[str, object]) -> Config:
         deid={"key": secrets.token_hex(16)},
         receive={"port": free_port(), "stable_after": 1.0, "drain_timeout": 5.0},
         worker={"poll_interval": 0.2},
+        web={"port": free_port()},
     )
     return config_mod.replace(cfg, **tables) if tables else cfg
 

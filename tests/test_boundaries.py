@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "apolo_node"
 # catalog and reasoning, so that none of them imports another) and `openai_http` (the HTTP and
 # retry half of the OpenAI-compatible backends of vision and reasoning) and `hf_local` (what
 # their transformers backends share: the ml extra check, the device, a loading error's line)
-# and `plugins` (how both build the backend the configuration names).
+# and `plugins` (how both build the backend the configuration names) and `metrics` (this
+# process's Prometheus counters, counted where things happen: the store path, the stages).
 ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "logs": set(),
@@ -25,11 +26,12 @@ ALLOWED: dict[str, set[str]] = {
     "openai_http": set(),
     "hf_local": set(),
     "plugins": set(),
+    "metrics": set(),
     "catalog": {"config", "logs", "findings"},
-    "receive": {"config", "catalog", "logs", "pseudonym", "durable"},
+    "receive": {"config", "catalog", "logs", "pseudonym", "durable", "metrics"},
     "deid": {"config", "catalog", "logs", "pseudonym", "durable"},
     "imaging": set(),
-    "vision": {"config", "imaging", "logs", "findings", "openai_http", "hf_local", "plugins"},
+    "vision": {"config", "imaging", "logs", "findings", "openai_http", "hf_local", "plugins", "metrics"},
     "sr": {"findings"},
     "reasoning": {"config", "catalog", "logs", "findings", "openai_http", "hf_local", "plugins"},
     "send": {"config", "catalog", "logs", "deid.vault", "pseudonym", "durable"},

@@ -103,7 +103,8 @@ def test_an_ingested_study_ends_reported_with_a_valid_sr_and_findings_rows(tmp_p
     done = apolo(cfg, "report", study.study_uid, "--json")
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
-    assert shown["study_uid"] == study.study_uid and shown["sr_path"] == stored.record.path
+    assert shown["study_uid"] == study.study_uid
+    assert shown["sr_path"] == str(cfg.spool_root / stored.record.path)  # absolute: opened as printed
     assert shown["narrative"]["impression"] == content.narrative.impression != ""
     assert shown["narrative"]["findings"] == content.narrative.findings
     assert len(shown["findings"]) == len(stored.findings)

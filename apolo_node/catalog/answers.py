@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, Select, insert, select
 
 from apolo_node.catalog.models import Answer, Audit, utcnow
 
@@ -114,10 +114,17 @@ def answer_by_id(engine: Engine, answer_id: int) -> AnswerRecord | None:
 
 def audit_of(engine: Engine, answer_id: int) -> list[AuditRecord]:
     """The audit rows of one answer, oldest first."""
+    return _audit(engine, select(Audit).where(Audit.answer_id == answer_id).order_by(Audit.id))
+
+
+def recent_audit(engine: Engine, limit: int = 20) -> list[AuditRecord]:
+    """The newest audit rows, newest first: for the status page."""
+    return _audit(engine, select(Audit).order_by(Audit.id.desc()).limit(limit))
+
+
+def _audit(engine: Engine, query: Select[tuple[Audit]]) -> list[AuditRecord]:
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(Audit).where(Audit.answer_id == answer_id).order_by(Audit.id)
-        ).mappings().all()
+        rows = conn.execute(query).mappings().all()
     return [
         AuditRecord(
             at=r["at"], actor=r["actor"], action=r["action"], answer_id=r["answer_id"],

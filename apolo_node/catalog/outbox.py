@@ -228,8 +228,11 @@ def mark_failed(
         )
 
 
-def outbox_rows(engine: Engine, study_uid: str | None = None) -> list[OutboxRow]:
-    """Every outbox row (of one study), oldest first: for tests and the command line."""
+def outbox_rows(
+    engine: Engine, study_uid: str | None = None, newest: int | None = None
+) -> list[OutboxRow]:
+    """Every outbox row (of one study), oldest first: for tests and the command line.
+    With ``newest``, only that many of the newest rows, newest first (the status page)."""
     query = (
         select(
             Outbox.id, Study.study_uid, Outbox.kind, Outbox.sop_instance_uid, Outbox.path,
@@ -237,8 +240,8 @@ def outbox_rows(engine: Engine, study_uid: str | None = None) -> list[OutboxRow]
             Outbox.created_at, Outbox.sent_at,
         )
         .join(Study, Study.id == Outbox.study_id)
-        .order_by(Outbox.id)
     )
+    query = query.order_by(Outbox.id) if newest is None else query.order_by(Outbox.id.desc()).limit(newest)
     if study_uid is not None:
         query = query.where(Study.study_uid == study_uid)
     with engine.connect() as conn:

@@ -41,6 +41,7 @@ from apolo_node.deid.isolate import Interrupted, IsolatedCleaner, process_count
 from apolo_node.deid.quarantine import Quarantine
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
+from apolo_node.metrics import STAGE_SECONDS
 from apolo_node.pipeline import workers
 from apolo_node.pipeline.quarantine import quarantine_instance
 from apolo_node.receive.spool import CLEAN, Spool
@@ -156,11 +157,12 @@ def run_once(
     if job is None:
         return False
     try:
-        if cleaner is None:
-            with IsolatedCleaner(deidentifier, cfg.deid.instance_timeout, process_count(cfg)) as own:
-                deidentify_study(cfg, engine, spool, own, job, worker, stop, vault)
-        else:
-            deidentify_study(cfg, engine, spool, cleaner, job, worker, stop, vault)
+        with STAGE_SECONDS.labels(DEIDENTIFY).time():
+            if cleaner is None:
+                with IsolatedCleaner(deidentifier, cfg.deid.instance_timeout, process_count(cfg)) as own:
+                    deidentify_study(cfg, engine, spool, own, job, worker, stop, vault)
+            else:
+                deidentify_study(cfg, engine, spool, cleaner, job, worker, stop, vault)
     except Stopping:
         jobs.release(engine, job, worker)
         return True

@@ -28,6 +28,8 @@ from apolo_node.receive.scp import StorageSCP
 from apolo_node.receive.spool import Spool
 from apolo_node.receive.store import InstanceStore, Limits
 from apolo_node.vision.backends import make_backend
+from apolo_node.web.app import create_app
+from apolo_node.web.server import WebServer
 
 log = get_logger("node")
 
@@ -82,10 +84,20 @@ class Node:
         self.vision = make_backend(cfg.vision)  # a backend that cannot run stops us here
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.web = (  # [web] enabled: status page, health, metrics, DICOMweb (unsafe access stops us here)
+            WebServer(create_app(cfg, engine=self.engine, store=self.store, workers=self.stopped), cfg.web)
+            if cfg.web.enabled else None
+        )
+
+    def stopped(self) -> list[str]:
+        """The workers started that no longer run (for ``/readyz``)."""
+        return [t.name for t in self._threads if not t.is_alive()]
 
     def start(self) -> None:
         scraps, orphans = reconcile_spool(self.spool, self.engine, self.store)
         event(log, "node.starting", scraps_removed=scraps, recatalogued=orphans)
+        if self.web is not None:
+            self.web.start()  # a port already taken stops us here, before the SCP listens
         self.scp.start()
         watcher = threading.Thread(
             target=stable.watch,
@@ -124,8 +136,10 @@ class Node:
             self._threads.append(thread)
 
     def stop(self) -> None:
-        """Stop taking associations, finish those in flight, stop the workers."""
+        """Stop HTTP and associations, finish those in flight, stop the workers."""
         self._stop.set()
+        if self.web is not None:
+            self.web.stop()
         aborted = self.scp.stop()
         for t in self._threads:
             t.join(timeout=10)

@@ -31,6 +31,7 @@ from apolo_node.catalog.models import utcnow
 from apolo_node.config import Config
 from apolo_node.deid.vault import Vault, VaultError
 from apolo_node.logs import event, get_logger
+from apolo_node.metrics import STAGE_SECONDS
 from apolo_node.pipeline import workers
 from apolo_node.pseudonym import UIDMapper
 from apolo_node.receive.spool import Spool
@@ -76,7 +77,8 @@ def run_once(
         log.exception("outbox.relink_error", extra={"fields": fields})
         _retry(cfg, engine, row, f"re-linking failed ({type(exc).__name__})", fields)
         return True
-    outcome = c_store(result, cfg.send)
+    with STAGE_SECONDS.labels("send").time():
+        outcome = c_store(result, cfg.send)
     del result  # the PHI-bearing copy goes no further
     if outcome.result is StoreResult.SENT:
         done = outbox.mark_sent(engine, row.id, lease_until=row.lease_until, worker=worker)

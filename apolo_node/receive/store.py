@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from apolo_node.catalog.records import InstanceRecord, instance_exists, record_instance
 from apolo_node.config import ReceiveSettings
 from apolo_node.logs import event, get_logger
+from apolo_node.metrics import count_store
 from apolo_node.pseudonym import UIDMapper
 from apolo_node.receive.spool import Spool, StagingFile, spool_failed
 from apolo_node.receive.walk import Malformed, Walked, is_explicit_vr, walk
@@ -324,6 +325,7 @@ class InstanceStore:
             calling_aet=calling_aet,
             size=len(raw),
         )
+        count_store(result.status, result.duplicate)
         return result
 
     def _store(

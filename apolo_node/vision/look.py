@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from apolo_node.config import VisionSettings
 from apolo_node.findings import Algorithm, Box, Code, Finding, Measurement
 from apolo_node.imaging import ImagingError, ModelImage, model_images, select_frames
+from apolo_node.metrics import MODEL_SECONDS
 from apolo_node.vision.backend import Context, Described, RawFinding, VisionBackend
 from apolo_node.vision.lexicon import code_for
 
@@ -144,7 +145,8 @@ def look(backend: VisionBackend, datasets: Iterable[Dataset], settings: VisionSe
         contexts = [
             Context(i.modality, i.body_part, i.frame, i.frames, i.pixel_spacing) for i in batch
         ]
-        answers: list[Described] = backend.describe_batch(batch, contexts)
+        with MODEL_SECONDS.labels("vision").time():
+            answers: list[Described] = backend.describe_batch(batch, contexts)
         if len(answers) != len(batch):
             raise RuntimeError(
                 f"vision backend answered {len(answers)} times for {len(batch)} images"
