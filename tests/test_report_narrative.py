@@ -3,6 +3,7 @@ written into the TID 1500 SR beside the findings, and read back."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from collections.abc import Sequence
@@ -101,6 +102,15 @@ def test_without_prose_the_template_names_each_label_once_and_says_it_is_non_dia
         f"{TEMPLATE_NOTE}. apolo-baseline 1.0 found 3 findings on 2 images: "
         "Pulmonary nodule, Free fluid, Shadowing."
     )
+
+
+def test_a_label_seen_twice_is_one_line_whose_description_says_it_is_the_first(study) -> None:
+    ct, us = study
+    first, *rest = findings_on(ct, us)
+    again = dataclasses.replace(first, tracking_uid=first.tracking_uid + ".2", description="Other words.")
+    line = compose_narrative([], [], [first, again, *rest], 2, ALGORITHM).findings.splitlines()[0]
+    assert line.startswith("Pulmonary nodule: 2 findings on 1 image") and "The first: Round 8 mm" in line
+    assert "Other words." not in line
 
 
 def test_nothing_found_still_makes_a_non_empty_report() -> None:

@@ -77,7 +77,7 @@ def _by_label(findings: Sequence[Finding]) -> dict[str, list[Finding]]:
 
 
 def templated_findings(findings: Sequence[Finding], images: int) -> str:
-    """One line per finding label: how many, on how many images, where, and its first description."""
+    """One line per finding label: how many, on how many images, where, and the first one's description."""
     if not findings:
         return f"No finding on the {_plural(images, 'image')} looked at."
     groups = _by_label(findings)
@@ -89,7 +89,9 @@ def templated_findings(findings: Sequence[Finding], images: int) -> str:
         if where:
             line += f" ({', '.join(where)})"
         description = next((f.description.strip() for f in members if f.description.strip()), "")
-        lines.append(f"{line}. {description}".rstrip() if description else f"{line}.")
+        if description and len(members) > 1:
+            description = f"The first: {description}"  # its words ("this slice") are about one image
+        lines.append(f"{line}. {description}" if description else f"{line}.")
     if len(groups) > LABELS_SHOWN:
         lines.append(f"And {_plural(len(groups) - LABELS_SHOWN, 'more label')}.")
     return "\n".join(lines)
