@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,8 +75,18 @@ def _options(
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
     ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", show_default=False,
+            help="TOML settings file for the command (else $APOLO_CONFIG, else config/apolo.toml); "
+            "a --config after the command's name wins",
+        ),
+    ] = None,
 ) -> None:
     """Options before any command's name."""
+    if config is not None:  # every command reads it from there when not given its own
+        os.environ["APOLO_CONFIG"] = str(config)
 
 
 def clean_errors(fn: F) -> F:

@@ -1,12 +1,10 @@
 """``apolo-node serve`` with its HTTP side: a real study over C-STORE shows in /metrics and on the
-status page, SIGTERM stops both sides; an unsafe or taken [web] binding stops serve by name;
-and ``--version``."""
+status page, SIGTERM stops both sides; an unsafe or taken [web] binding stops serve by name."""
 
 from __future__ import annotations
 
 import os
 import re
-from importlib.metadata import version
 from pathlib import Path
 
 import httpx
@@ -14,7 +12,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-import apolo_node
 from apolo_node.cli import app
 from apolo_node.config import Config
 from apolo_node.web.server import bind
@@ -121,10 +118,3 @@ def test_serve_without_the_web_side(tmp_path: Path) -> None:
             node.stop()
     finally:
         held.close()
-
-
-def test_version_prints_the_package_version() -> None:
-    result = CliRunner().invoke(app, ["--version"])
-    assert result.exit_code == 0
-    assert result.output == f"apolo-node {apolo_node.__version__}\n"
-    assert apolo_node.__version__ == version("apolo-node")  # __init__ and pyproject agree
