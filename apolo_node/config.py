@@ -144,6 +144,7 @@ class WorkerSettings:
 
 VISION_BACKENDS = ("baseline", "transformers", "openai")
 VISION_PROFILES = ("auto", "apolo", "qwen2_5_vl", "qwen3_vl", "medmo", "deepseek_vl2")  # vision/profiles.py
+TILINGS = ("off", "auto", "always")
 REASONING_BACKENDS = ("extractive", "transformers", "openai")
 EMBEDDINGS = ("auto", "minilm", "multilingual")  # reasoning/embedding.py
 IDENTIFIER_POLICIES = ("replace", "refuse")  # reasoning/identifiers.py
@@ -171,6 +172,13 @@ class VisionSettings:
         "how the model is asked and read: auto (from its config.json or served name), apolo (our JSON), "
         "qwen2_5_vl, qwen3_vl, medmo or deepseek_vl2",
     )
+    tiling: str = setting(
+        "auto",
+        "look at big frames in overlapping tiles plus the whole frame: off, auto (frames over 4 x max_pixels) "
+        "or always (frames over max_pixels)",
+    )
+    max_tiles: int = setting(6, "most tiles per frame (the grid nearest the frame's aspect), besides the whole view")
+    tile_overlap: float = setting(0.125, "fraction of a tile's side shared with its neighbour")
 
 
 @dataclass(frozen=True)
@@ -428,6 +436,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"[vision] max_pixels must be >= 3136, got {v.max_pixels}")
     if v.profile not in VISION_PROFILES:
         raise ConfigError(f"[vision] profile must be one of {', '.join(VISION_PROFILES)}, got {v.profile!r}")
+    if v.tiling not in TILINGS:
+        raise ConfigError(f"[vision] tiling must be one of {', '.join(TILINGS)}, got {v.tiling!r}")
+    if not 1 <= v.max_tiles <= 64 or not 0 <= v.tile_overlap <= 0.5:
+        raise ConfigError(
+            f"[vision] max_tiles must be 1-64 and tile_overlap 0-0.5, got {v.max_tiles} and {v.tile_overlap}"
+        )
     q = cfg.reasoning
     _check_model_backend("reasoning", q, REASONING_BACKENDS)
     if q.embedding not in EMBEDDINGS:

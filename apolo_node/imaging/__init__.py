@@ -1,4 +1,4 @@
-"""Pixels to model input: modality and VOI LUTs, MONOCHROME1, colour, frames, scaling.
+"""Pixels to model input: modality and VOI LUTs, MONOCHROME1, colour, frames, scaling, tiling.
 
 Imports nothing of ours: it is given de-identified datasets and returns images with the exact
 transform back to source pixels.
@@ -7,16 +7,20 @@ transform back to source pixels.
 from apolo_node.imaging.display import ImagingError, frame_attributes, modality_values, to_rgb8, voi, window
 from apolo_node.imaging.model_image import ModelImage, Transform
 from apolo_node.imaging.prepare import fit, model_images, pixel_spacing, select_frames
+from apolo_node.imaging.tiling import TILINGS, Tile, plan
 
 __all__ = [
+    "TILINGS",
     "ImagingError",
     "ModelImage",
+    "Tile",
     "Transform",
     "fit",
     "frame_attributes",
     "modality_values",
     "model_images",
     "pixel_spacing",
+    "plan",
     "select_frames",
     "to_rgb8",
     "voi",

@@ -5,12 +5,14 @@ On CT (modality values in Hounsfield units) it finds the body (the largest regio
 holes filled) and, inside it, regions of air, fat, soft tissue, bone and metal by HU range: each
 class present gets one finding with its total area on the slice and the box of its largest
 connected region. On other grayscale images it reports the densest objects (the brightest 1% of
-the displayed frame, as bone and devices show on projection radiographs). Colour images get no
-findings. Every report that carries its findings says that it is a non-diagnostic baseline.
+the displayed frame, as bone and devices show on projection radiographs); where the frame was
+shown scaled down, each object's box is redrawn on the source values at half its height above
+its surroundings, so it is as sharp as the source. Colour images get no findings. Every report that carries its findings says that it is a non-diagnostic baseline.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -116,6 +118,29 @@ def describe_ct(image: ModelImage) -> list[RawFinding]:
     return found
 
 
+def refine(values: np.ndarray, box: tuple[int, int, int, int], margin: int) -> tuple[int, int, int, int] | None:
+    """A (x1, y1, x2, y2) source box redrawn where the object stands out by half its height
+    above the ring of ``margin`` pixels around ``box`` (its full width at half maximum).
+    None when the window shows no contrast."""
+    rows, columns = values.shape
+    x1, y1, x2, y2 = box
+    wx1, wy1 = max(0, x1 - margin), max(0, y1 - margin)
+    wx2, wy2 = min(columns, x2 + margin), min(rows, y2 + margin)
+    window = values[wy1:wy2, wx1:wx2].astype(np.float64)
+    inner = np.zeros(window.shape, dtype=bool)
+    inner[y1 - wy1 : y2 - wy1, x1 - wx1 : x2 - wx1] = True
+    if inner.all():
+        return None
+    ring = float(np.median(window[~inner]))
+    if float(np.mean(window[inner])) < ring:  # dense is dark in these values (MONOCHROME1)
+        window, ring = -window, -ring
+    peak = float(window[inner].max())
+    if peak <= ring:
+        return None
+    ys, xs = np.nonzero(inner & (window >= (peak + ring) / 2))
+    return (wx1 + int(xs.min()), wy1 + int(ys.min()), wx1 + int(xs.max()) + 1, wy1 + int(ys.max()) + 1)
+
+
 def describe_projection(image: ModelImage) -> list[RawFinding]:
     """The densest objects: the brightest 1% of the displayed frame, largest regions first."""
     gray = np.asarray(image.image.convert("L"), dtype=np.float32)
@@ -130,16 +155,36 @@ def describe_projection(image: ModelImage) -> list[RawFinding]:
         source_px = round(area * scale_x * scale_y)
         mm2 = _area_mm2(source_px, image.pixel_spacing)
         size = f"{mm2:.1f} mm2" if mm2 is not None else f"{source_px} pixels"
+        box = (x / gray.shape[1], y / gray.shape[0], (x + w) / gray.shape[1], (y + h) / gray.shape[0])
+        if image.values is not None and (scale_x > 1 or scale_y > 1):
+            box = _sharper(image, box, scale_x, scale_y)
         found.append(RawFinding(
             label="Dense object",
             description=(
                 f"Dense object {n}: among the brightest 1% of the image, {size}. "
                 "Non-diagnostic baseline."
             ),
-            box=(x / gray.shape[1], y / gray.shape[0], (x + w) / gray.shape[1], (y + h) / gray.shape[0]),
+            box=box,
             measurements=(("Area", mm2, "mm2"),) if mm2 is not None else (),
         ))
     return found
+
+
+def _sharper(
+    image: ModelImage, box: tuple[float, float, float, float], scale_x: float, scale_y: float
+) -> tuple[float, float, float, float]:
+    """A fraction box found on a scaled-down view, redrawn on the source values (``refine``)."""
+    assert image.values is not None
+    rows, columns = image.values.shape
+    source = (
+        max(0, math.floor(box[0] * columns - scale_x)), max(0, math.floor(box[1] * rows - scale_y)),
+        min(columns, math.ceil(box[2] * columns + scale_x)), min(rows, math.ceil(box[3] * rows + scale_y)),
+    )
+    margin = math.ceil(2 * max(scale_x, scale_y))
+    sharp = refine(image.values, source, margin)
+    if sharp is None:
+        return box
+    return (sharp[0] / columns, sharp[1] / rows, sharp[2] / columns, sharp[3] / rows)
 
 
 class BaselineBackend(VisionBackend):

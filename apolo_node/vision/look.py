@@ -2,11 +2,13 @@
 its answers into findings in source pixels.
 
 A series of single-frame slices is a volume: the ``frames`` setting (first, middle, all up to
-``max_frames``) picks slices of it as it picks frames of a multi-frame instance. Images go to the
+``max_frames``) picks slices of it as it picks frames of a multi-frame instance. A big frame is
+also shown in overlapping tiles (``tiling``, ``max_tiles``, ``tile_overlap``). Images go to the
 backend in batches of ``batch_size``; boxes come back as fractions of the image shown and are
-mapped to the source frame through its transform. Tracking UIDs are derived from the algorithm,
-the instance, the frame and the finding's place in the answer, so describing a study again
-with the same model gives the same UIDs.
+mapped to the source frame through its transform, and a tiled frame's boxes are merged
+(``vision.merge``). Tracking UIDs are derived from the algorithm, the instance, the frame, the
+tile and the finding's place in the answer, so describing a study again with the same model
+gives the same UIDs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from apolo_node.imaging import ImagingError, ModelImage, model_images, select_fr
 from apolo_node.metrics import MODEL_SECONDS
 from apolo_node.vision.backend import Context, Described, RawFinding, VisionBackend
 from apolo_node.vision.lexicon import code_for
+from apolo_node.vision.merge import Seen, merge
 
 MEASUREMENT_NAMES = {"area": Code("42798000", "SCT", "Area")}
 UNIT_MEANINGS = {"mm2": "square millimeter", "mm": "millimeter", "1": "no units"}
@@ -36,7 +39,7 @@ class StudyFindings:
     algorithm: Algorithm
     disclaimer: str
     findings: tuple[Finding, ...]
-    images: int  # frames shown to the backend
+    images: int  # images shown to the backend (frames, and tiles of big frames)
     unparsed: int  # pieces of model output that were not findings
     free_text: tuple[str, ...] = ()  # the model's prose outside findings and outside its trace
     skipped: tuple[str, ...] = field(default=())  # "<sop uid>: why" for images not shown
@@ -77,8 +80,12 @@ def choose_instances(headers: Sequence[Dataset], settings: VisionSettings) -> li
 
 
 def tracking_uid(algorithm: Algorithm, image: ModelImage, index: int) -> str:
-    """Stable across runs of the same model on the same de-identified frame."""
-    parts = (algorithm.name, algorithm.version, image.sop_instance_uid, str(image.frame), str(index))
+    """Stable across runs of the same model on the same de-identified frame (and tile)."""
+    parts: tuple[str, ...] = (
+        algorithm.name, algorithm.version, image.sop_instance_uid, str(image.frame), str(index)
+    )
+    if image.tile:
+        parts += (f"tile {image.tile}",)
     digest = hashlib.sha256("\x1f".join(parts).encode()).digest()[:16]
     return f"2.25.{int.from_bytes(digest, 'big')}"  # a UUID-sized integer under 2.25 (PS3.5 B.2)
 
@@ -118,7 +125,10 @@ def to_finding(raw: RawFinding, image: ModelImage, algorithm: Algorithm, index: 
 def _images(datasets: Iterable[Dataset], settings: VisionSettings, skipped: list[str]) -> Iterator[ModelImage]:
     for ds in datasets:
         try:
-            yield from model_images(ds, settings.frames, settings.max_frames, settings.max_pixels)
+            yield from model_images(
+                ds, settings.frames, settings.max_frames, settings.max_pixels,
+                settings.tiling, settings.max_tiles, settings.tile_overlap,
+            )
         except ImagingError as exc:
             skipped.append(f"{ds.get('SOPInstanceUID', '?')}: {exc}")
 
@@ -135,9 +145,9 @@ def _batches(images: Iterator[ModelImage], size: int) -> Iterator[list[ModelImag
 
 
 def look(backend: VisionBackend, datasets: Iterable[Dataset], settings: VisionSettings) -> StudyFindings:
-    """Describe every chosen frame of the given instances; decode lazily, batch by batch."""
+    """Describe every chosen frame (and tile) of the given instances; decode lazily, batch by batch."""
     skipped: list[str] = []
-    findings: list[Finding] = []
+    seen: list[Seen] = []
     free_text: list[str] = []
     trace: list[str] = []
     images = unparsed = 0
@@ -164,11 +174,12 @@ def look(backend: VisionBackend, datasets: Iterable[Dataset], settings: VisionSe
                     free_text.append(raw.description or raw.label)
                     continue
                 unparsed += lost
-                findings.append(finding)
+                cut = finding.box is not None and image.cut(tuple(finding.box.as_list()))
+                seen.append(Seen(finding, image.tile, len(seen), cut))
     return StudyFindings(
         algorithm=backend.algorithm,
         disclaimer=backend.disclaimer,
-        findings=tuple(findings),
+        findings=tuple(merge(seen)),
         images=images,
         unparsed=unparsed,
         free_text=tuple(t for t in free_text if t),
