@@ -21,6 +21,7 @@ from apolo_node.catalog.search import Filters
 from apolo_node.findings import Algorithm
 from apolo_node.imaging import ModelImage
 from apolo_node.vision.backend import Context, Described, VisionBackend
+from apolo_node.vision.grounding import parse
 from apolo_node.reasoning.ask import ask
 from apolo_node.reasoning.retrieval import Retriever
 from apolo_node.sr import read_measurement_report
@@ -231,19 +232,20 @@ def test_the_templated_note_and_part_words_match_nothing(engine: Engine) -> None
 # --- through the vision stage ------------------------------------------------------------------
 
 
+# A reasoning model's answer (issue 12): a box inside its <think> block, prose outside it.
+THINKING = (
+    "<think>Maybe a nodule <box>[[100,100,200,200]]</box>? No, a vessel.</think>"
+    "Findings: no acute abnormality. Impression: normal chest"
+)
+
+
 class ProseBackend(VisionBackend):
-    """A backend that answers every image as a reasoning model does: prose and a trace, no box."""
+    """A backend that answers every image with ``THINKING``, read by the grounding parser."""
 
     algorithm = Algorithm("prose-model", "2")
 
     def describe_batch(self, images: Sequence[ModelImage], contexts: Sequence[Context]) -> list[Described]:
-        return [
-            Described(
-                free_text=("Findings: no acute abnormality. Impression: normal chest",),
-                trace=("Maybe a nodule <box>[[100,100,200,200]]</box>? No, a vessel.",),
-            )
-            for _ in images
-        ]
+        return [parse(THINKING) for _ in images]
 
 
 def test_a_model_narrative_and_its_trace_reach_the_sr_the_catalog_and_report(tmp_path: Path, cfg) -> None:
@@ -263,7 +265,7 @@ def test_a_model_narrative_and_its_trace_reach_the_sr_the_catalog_and_report(tmp
         stored = report_for(engine, study.study_uid)
     finally:
         engine.dispose()
-    assert stored is not None and stored.findings == []
+    assert stored is not None and stored.findings == [], "no finding from inside the <think> block"
     # every image gave the same answer: said once; the trace of each image is kept
     assert (stored.record.narrative_findings, stored.record.impression) == ("no acute abnormality.", "normal chest")
     assert stored.record.trace.count("No, a vessel.") == stored.record.images > 1
@@ -275,3 +277,4 @@ def test_a_model_narrative_and_its_trace_reach_the_sr_the_catalog_and_report(tmp
     )
     shown = json.loads(apolo(cfg, "report", study.study_uid, "--json").stdout)
     assert shown["narrative"]["impression"] == "normal chest" and "<box>" in shown["narrative"]["trace"]
+    assert "<box>" in content.narrative.trace  # the trace is in the SR
