@@ -113,8 +113,8 @@ class Reported:
 
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reported]:
-    """A 3-slice phantom CT sent by STOW-RS to a running node, reported, asked about (answer SR
-    and GSPS written), and served over DICOMweb."""
+    """A 3-slice phantom CT sent by STOW-RS to a running node (its SCP, workers and HTTP side, as
+    serve runs them), reported, asked about (answer SR and GSPS written), served over DICOMweb."""
     tmp = tmp_path_factory.mktemp("dicomweb")
     cfg = make_config(
         tmp, send={"enabled": True, "port": free_port(), "retry_base": 60.0, "retry_max": 600.0},
@@ -123,7 +123,8 @@ def reported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reported]:
     marker = new_marker()
     study, series = generate_uid(), generate_uid()
     slices = [phantom_ct(study_uid=study, series_uid=series, number=n, marker=marker) for n in (1, 2, 3)]
-    with running_node(cfg) as node, serving(bare_app(DicomWeb.from_config(cfg, node.engine, node.store))) as base:
+    with running_node(cfg) as node:  # serve's own HTTP side: create_app on [web] port
+        base = f"http://{LOCALHOST}:{cfg.web.port}"
         client = DICOMwebClient(url=f"{base}/dicomweb")
         answer = client.store_instances(slices)
         got = [str(item.ReferencedSOPInstanceUID) for item in answer.ReferencedSOPSequence]
