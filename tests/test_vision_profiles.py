@@ -246,10 +246,10 @@ def test_openai_profile_comes_from_settings(server: OpenAIServer) -> None:
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from tests.tiny_models import tiny_qwen2_5_vl, with_remote_code
+    from tests.tiny_models import built_once, tiny_qwen2_5_vl, with_remote_code
 
     root = tmp_path_factory.mktemp("profiles")
-    plain = tiny_qwen2_5_vl(root / "tiny-qwen2.5-vl")
+    plain = built_once(tiny_qwen2_5_vl, tmp_path_factory, "tiny-qwen2.5-vl")
     remote = with_remote_code(Path(shutil.copytree(plain, root / "tiny-remote")))
     medmo = Path(shutil.copytree(plain, root / "tiny-medmo"))
     return {"plain": plain, "remote": remote, "medmo": medmo}

@@ -75,9 +75,9 @@ def offline() -> Iterator[None]:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from tests.tiny_models import tiny_qwen2_5_vl
+    from tests.tiny_models import built_once, tiny_qwen2_5_vl
 
-    return tiny_qwen2_5_vl(tmp_path_factory.mktemp("models") / "tiny-qwen2.5-vl")
+    return built_once(tiny_qwen2_5_vl, tmp_path_factory, "tiny-qwen2.5-vl")
 
 
 def settings(model: Path | str, **changes: object) -> VisionSettings:

@@ -66,6 +66,18 @@ _CORPUS = (
 )
 
 
+_BUILT: dict[str, Path] = {}
+
+
+def built_once(builder: Any, factory: Any, name: str) -> Path:
+    """``builder``'s model, built once per test session (pytest's ``tmp_path_factory`` lives as
+    long): several test files load the same tiny checkpoint without paying its build again.
+    Tests must not change the folder, named ``name`` (the model's name in its algorithm)."""
+    if name not in _BUILT or not _BUILT[name].is_dir():
+        _BUILT[name] = builder(factory.mktemp("tiny-models") / name)
+    return _BUILT[name]
+
+
 def hub_offline() -> Iterator[None]:
     """The body of a fixture: HF_HUB_OFFLINE=1, no hub access, ever. huggingface_hub reads it
     once, at its import, so where another test imported it first, its flag is set as well."""
