@@ -200,6 +200,8 @@ def test_a_study_is_not_settled_while_instances_wait_and_keeps_a_job_for_them(en
     assert study.status == "queued", "not reported before every instance is clean"
     assert jobs.job_states(engine, "2.25.9") == [("deidentify", "claimed"), ("deidentify", "pending")]
 
+    assert jobs.claim(engine, "deidentify", "worker-b", 60) is None  # one job of a study at a time
+    assert jobs.finish(engine, first, "worker-a")
     second = jobs.claim(engine, "deidentify", "worker-b", 60)
     assert second is not None and second.id != first.id
     assert settle_study(engine, first.study_id) is None  # the waiting one still waits: a job again

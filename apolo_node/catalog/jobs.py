@@ -2,8 +2,14 @@
 
 A worker that dies stops heartbeating; once its lease runs out the job is claimed again. On
 PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so several nodes share one queue; on SQLite
-``BEGIN IMMEDIATE`` serialises claims. Every change checks the job is still the caller's, so a
-worker whose lease was taken over cannot finish someone else's claim.
+``BEGIN IMMEDIATE`` serialises claims (processes of one machine). Every change checks the job is
+still the caller's, so a worker whose lease was taken over cannot finish someone else's claim.
+
+Of a study's jobs of one kind, only the oldest unfinished one can be claimed: a study queued
+again while its job runs (late instances) waits for that job, so two workers never clean or
+describe one study at once (with one process this held by itself; with several it must be said).
+It holds on PostgreSQL without locking the study: the older job stays pending or claimed, in
+every snapshot, until it is done.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, Insert, and_, insert, or_, select, update
+from sqlalchemy import Engine, Insert, and_, exists, insert, or_, select, update
+from sqlalchemy.orm import aliased
 
 from apolo_node.catalog.models import Job, JobState, Study, StudyStatus, utcnow
 
@@ -47,6 +54,8 @@ def claim(
 ) -> ClaimedJob | None:
     """Take the oldest pending job of ``kind`` (or one whose lease ran out), or None."""
     now = now or utcnow()
+    earlier = aliased(Job)
+    unfinished = (JobState.PENDING.value, JobState.CLAIMED.value)
     with engine.begin() as conn:
         query = (
             select(Job.id, Job.study_id, Job.attempts, Study.study_uid)
@@ -58,6 +67,10 @@ def claim(
                         Job.state == JobState.PENDING.value,
                         and_(Job.state == JobState.CLAIMED.value, Job.lease_until < now),
                     ),
+                    ~exists().where(and_(  # one job of a kind per study at a time, oldest first
+                        earlier.study_id == Job.study_id, earlier.kind == Job.kind,
+                        earlier.state.in_(unfinished), earlier.id < Job.id,
+                    )),
                 )
             )
             .order_by(Job.id)
@@ -108,6 +121,24 @@ def heartbeat(engine: Engine, job: ClaimedJob, worker: str, lease: float) -> boo
                 update(Job).where(_owned(job, worker)).values(
                     lease_until=now + dt.timedelta(seconds=lease), updated_at=now
                 )
+            ).rowcount
+        )
+
+
+def renew_claims(engine: Engine, worker_prefix: str, lease: float) -> int:
+    """Extend the lease of every job held by workers whose names start with ``worker_prefix``
+    (one process's: ``host:pid:``); how many. A process that dies renews nothing, so its jobs
+    are taken over once their leases end; one that lives keeps them however long a job takes."""
+    now = utcnow()
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                update(Job)
+                .where(and_(
+                    Job.state == JobState.CLAIMED.value,
+                    Job.worker.startswith(worker_prefix, autoescape=True),
+                ))
+                .values(lease_until=now + dt.timedelta(seconds=lease), updated_at=now)
             ).rowcount
         )
 

@@ -22,6 +22,7 @@ from apolo_node.deid.quarantine import Quarantine
 from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
 from apolo_node.pipeline import deidentify, describe, quarantine, sender, workers
+from apolo_node.pipeline.workers import keep_leases
 from apolo_node.pseudonym import mapper
 from apolo_node.receive import stable
 from apolo_node.receive.scp import StorageSCP
@@ -123,7 +124,13 @@ class Node:
             name="quarantine-retention",
             daemon=True,
         )
-        workers = [watcher, cleaner, describer, retention]
+        keeper = threading.Thread(  # leases live as long as this process, however long a job takes
+            target=keep_leases,
+            args=(self.engine, self.cfg.worker.lease, self._stop, log),
+            name="lease-keeper",
+            daemon=True,
+        )
+        workers = [watcher, cleaner, describer, retention, keeper]
         if self.vault is not None:  # [send] enabled: results go back to the PACS
             workers.append(threading.Thread(
                 target=sender.watch,

@@ -31,7 +31,8 @@ Loop = Callable[[threading.Event], None]
 
 
 def stage_loops(cfg: Config, stage: str, concurrency: int) -> tuple[list[Loop], Callable[[], None]]:
-    """The ``concurrency`` loops that work ``stage`` (each takes the stop event), and what to close.
+    """The ``concurrency`` loops that work ``stage`` and the one that keeps their leases (each
+    takes the stop event), and what to close.
 
     Everything the stage needs is built here, so a bad setting or a backend that cannot run
     stops the process before it claims anything.
@@ -44,6 +45,7 @@ def stage_loops(cfg: Config, stage: str, concurrency: int) -> tuple[list[Loop], 
     require_head(engine)
     spool = Spool(cfg.spool_root)
     closers: list[Callable[[], None]] = [engine.dispose]
+    keeper: Loop = lambda stop: workers.keep_leases(engine, cfg.worker.lease, stop, log)  # noqa: E731
     if stage == "deidentify":
         from apolo_node.deid import Deidentifier
         from apolo_node.deid.vault import Vault
@@ -82,7 +84,7 @@ def stage_loops(cfg: Config, stage: str, concurrency: int) -> tuple[list[Loop], 
         for closer in closers:
             closer()
 
-    return loops, close
+    return [*loops, keeper], close
 
 
 class StageWorker:

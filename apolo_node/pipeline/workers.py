@@ -11,12 +11,35 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
+from sqlalchemy import Engine
+
+from apolo_node.catalog import jobs
 from apolo_node.logs import event
+
+
+def process_prefix() -> str:
+    """``host:pid:``: what the names of this process's workers start with."""
+    return f"{socket.gethostname()}:{os.getpid()}:"
 
 
 def worker_name(kind: str, n: int = 0) -> str:
     """``host:pid:<kind><n>``: which process holds a claim, for people reading the catalog."""
-    return f"{socket.gethostname()}:{os.getpid()}:{kind}{n}"
+    return f"{process_prefix()}{kind}{n}"
+
+
+def keep_leases(engine: Engine, lease: float, stop: threading.Event, log: logging.Logger) -> None:
+    """Renew this process's job leases every third of ``lease`` until ``stop`` is set.
+
+    The lease then measures whether the process lives, not how long one instance or one model
+    call takes: a slow job of a live worker is never taken over (two workers cleaning one study
+    collide on its files), and a killed worker's jobs are taken over within one lease.
+    """
+    prefix = process_prefix()
+    while not stop.wait(lease / 3):
+        try:
+            jobs.renew_claims(engine, prefix, lease)
+        except Exception:  # the catalog briefly unavailable: the next round tries again
+            log.warning("lease.renew_failed", exc_info=True)
 
 
 def work_until_stopped(
