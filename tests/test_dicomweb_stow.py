@@ -215,3 +215,22 @@ def test_media_type_parameters_quoted_or_not() -> None:
         "multipart/related", {"type": "application/dicom", "boundary": "a;b"})
     assert parse_media_type("multipart/related;boundary=xyz;TYPE=application/dicom") == (
         "multipart/related", {"boundary": "xyz", "type": "application/dicom"})
+
+
+def test_a_client_that_goes_away_mid_part_leaves_no_scraps(node: Stow) -> None:
+    import socket
+    import time
+
+    body = related(node.instance(rows=128))
+    head = (f"POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            'Content-Type: multipart/related; type="application/dicom"; boundary=b0undary\r\n\r\n').encode()
+    port = int(node.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + body[: len(body) // 2])
+        time.sleep(0.5)  # the part is being written to its staging file
+    tmp = node.cfg.spool_root / "tmp"
+    deadline = time.monotonic() + 10
+    while list(tmp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp.iterdir()) == [] and node.stored() == 0
+    assert stow(node.base, related(node.instance())).status_code == 200  # and it keeps serving

@@ -147,28 +147,40 @@ def _outbox_exists(kind: str):  # type: ignore[no-untyped-def]
     return exists(select(Outbox.id).where(and_(Outbox.study_id == Study.id, Outbox.kind == kind)))
 
 
-def study_outputs(engine: Engine, study_uid: str) -> list[OutputFile]:
-    """Every output of one study: cleaned images (by series), its report, answer SRs and GSPS."""
+def study_outputs(
+    engine: Engine, study_uid: str, *, series_uid: str | None = None, sop_instance_uid: str | None = None
+) -> list[OutputFile]:
+    """The outputs of one study: cleaned images (by series), its report, answer SRs and GSPS;
+    only those of ``series_uid`` or the one ``sop_instance_uid`` when given. Answer SRs and GSPS
+    are not narrowed by series (the catalog does not hold theirs): the caller reads their files."""
     with engine.connect() as conn:
         study_id = conn.execute(select(Study.id).where(Study.study_uid == study_uid)).scalar()
         if study_id is None:
             return []
+        image_cond = [
+            Instance.study_id == study_id, Instance.state == InstanceState.CLEAN.value,
+            Instance.clean_path.is_not(None),
+        ]
+        report_cond = [Report.study_id == study_id]
+        extra_cond = [Outbox.study_id == study_id, Outbox.kind.in_(OUTBOX_KINDS)]
+        if series_uid is not None:
+            image_cond.append(Series.series_uid == series_uid)
+            report_cond.append(Report.series_uid == series_uid)
+        if sop_instance_uid is not None:
+            image_cond.append(Instance.sop_instance_uid == sop_instance_uid)
+            report_cond.append(Report.sop_instance_uid == sop_instance_uid)
+            extra_cond.append(Outbox.sop_instance_uid == sop_instance_uid)
         images = conn.execute(
             select(Instance.sop_instance_uid, Instance.clean_path, Series.series_uid, Series.modality)
             .join(Series, Series.id == Instance.series_id)
-            .where(and_(
-                Instance.study_id == study_id, Instance.state == InstanceState.CLEAN.value,
-                Instance.clean_path.is_not(None),
-            ))
+            .where(and_(*image_cond))
             .order_by(Series.id, Instance.id)
         ).all()
         report = conn.execute(
-            select(Report.sop_instance_uid, Report.path, Report.series_uid).where(Report.study_id == study_id)
+            select(Report.sop_instance_uid, Report.path, Report.series_uid).where(and_(*report_cond))
         ).all()
         extra = conn.execute(
-            select(Outbox.sop_instance_uid, Outbox.path, Outbox.kind)
-            .where(and_(Outbox.study_id == study_id, Outbox.kind.in_(OUTBOX_KINDS)))
-            .order_by(Outbox.id)
+            select(Outbox.sop_instance_uid, Outbox.path, Outbox.kind).where(and_(*extra_cond)).order_by(Outbox.id)
         ).all()
         conn.rollback()
     out = [OutputFile(study_uid, sop, IMAGE, path, series, modality) for sop, path, series, modality in images]

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from apolo_node.catalog.dicomweb import OutputFile, find_output_studies, study_outputs
 from apolo_node.config import Config
+from apolo_node.logs import event, get_logger
 from apolo_node.receive.store import InstanceStore
 from apolo_node.web import outputs
 from apolo_node.web.auth import require_access
@@ -34,6 +35,7 @@ from apolo_node.web.multipart import (
 from apolo_node.web.outputs import NotServed, Output
 from apolo_node.web.stow import DICOM, StowSession
 
+log = get_logger("dicomweb")
 DICOM_JSON = "application/dicom+json"
 MAX_LIMIT = 1000
 _DATE = re.compile(r"^(\d{8})?(-)?(\d{8})?$")
@@ -115,13 +117,17 @@ async def _stow(request: Request, study: str | None) -> Response:
                 await to_thread.run_sync(reader.feed, chunk)
         reader.close()
     except (_TooLarge, TooManyParts) as exc:
-        await to_thread.run_sync(session.abort)
+        session.abort()
         return _refused(session, 413, str(exc))
     except MultipartError as exc:
-        await to_thread.run_sync(session.abort)
+        session.abort()
         return _refused(session, 400, str(exc))
+    except BaseException:  # the client went away, or the request was cancelled: no scraps
+        session.abort()
+        raise
     if not session.outcomes:
         raise HTTPException(400, "multipart body has no parts")
+    event(log, "stow.done", parts=len(session.outcomes), stored=session.stored(), study_url=study is not None)
     return _json(session.response(), session.http_status())
 
 
@@ -218,32 +224,39 @@ def _first_output(root: Any, files: list[OutputFile]) -> Output | None:
     return None
 
 
-def _study(request: Request, study: str) -> list[Output]:
-    """Every output of a study that can be served; 404 if none."""
+def _outputs(request: Request, study: str, series: str | None = None, sop: str | None = None) -> list[Output]:
+    """The study's outputs that can be served (of one series, or the one instance, if named)."""
     ctx = _ctx(request)
     found = []
-    for f in study_outputs(ctx.engine, study):
+    for f in study_outputs(ctx.engine, study, series_uid=series, sop_instance_uid=sop):
         try:
-            found.append(outputs.load(ctx.store.spool.root, f))
+            o = outputs.load(ctx.store.spool.root, f)
         except NotServed:
             continue
+        if series is None or o.series_uid == series:
+            found.append(o)
+    return found
+
+
+def _study(request: Request, study: str) -> list[Output]:
+    found = _outputs(request, study)
     if not found:
         raise HTTPException(404, "no such study among the node's outputs")
     return found
 
 
 def _series(request: Request, study: str, series: str) -> list[Output]:
-    found = [o for o in _study(request, study) if o.series_uid == series]
+    found = _outputs(request, study, series)
     if not found:
         raise HTTPException(404, "no such series among the node's outputs")
     return found
 
 
 def _instance(request: Request, study: str, series: str, sop: str) -> Output:
-    for o in _series(request, study, series):
-        if o.file.sop_instance_uid == sop:
-            return o
-    raise HTTPException(404, "no such instance among the node's outputs")
+    found = _outputs(request, study, series, sop)
+    if not found:
+        raise HTTPException(404, "no such instance among the node's outputs")
+    return found[0]
 
 
 @router.get("/studies/{study}/series")
@@ -262,7 +275,7 @@ def search_all_series(request: Request) -> Response:
         ctx.engine, study_uids=_values(request, "StudyInstanceUID", "0020000D") or None,
         modalities=modalities or None, limit=MAX_LIMIT,
     ):
-        found += _series_results(request, _study(request, study.study_uid))
+        found += _series_results(request, _outputs(request, study.study_uid))
     return _json(_page(request, found))
 
 
