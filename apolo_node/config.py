@@ -179,6 +179,11 @@ class VisionSettings:
     )
     max_tiles: int = setting(6, "most tiles per frame (the grid nearest the frame's aspect), besides the whole view")
     tile_overlap: float = setting(0.125, "fraction of a tile's side shared with its neighbour")
+    wsi_level: int = setting(
+        -1,
+        "whole-slide images: the pyramid level whose tiles are read frame by frame (0 = full resolution); "
+        "-1: the finest level with at most max_frames tiles",
+    )
 
 
 @dataclass(frozen=True)
@@ -442,6 +447,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"[vision] max_tiles must be 1-64 and tile_overlap 0-0.5, got {v.max_tiles} and {v.tile_overlap}"
         )
+    if v.wsi_level < -1:
+        raise ConfigError(f"[vision] wsi_level must be -1 (auto) or a level >= 0, got {v.wsi_level}")
     q = cfg.reasoning
     _check_model_backend("reasoning", q, REASONING_BACKENDS)
     if q.embedding not in EMBEDDINGS:

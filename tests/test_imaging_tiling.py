@@ -241,3 +241,10 @@ def test_vision_settings_at_their_bounds_are_taken(env: dict[str, str]) -> None:
     vision = load(TOML, env=env).vision
     assert vision.tiling == env.get("APOLO_VISION__TILING", "auto")
     assert vision.profile == env.get("APOLO_VISION__PROFILE", "auto")
+
+
+def test_wsi_level_is_refused_below_minus_one_and_taken_from_there() -> None:
+    with pytest.raises(ConfigError, match=r"\[vision\] wsi_level must be -1 \(auto\) or a level >= 0, got -2"):
+        load(TOML, env={"APOLO_VISION__WSI_LEVEL": "-2"})
+    assert load(TOML, env={"APOLO_VISION__WSI_LEVEL": "-1"}).vision.wsi_level == -1
+    assert load(TOML, env={"APOLO_VISION__WSI_LEVEL": "0"}).vision.wsi_level == 0

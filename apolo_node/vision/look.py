@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 
 from apolo_node.config import VisionSettings
 from apolo_node.findings import Algorithm, Box, Code, Finding, Measurement
-from apolo_node.imaging import ImagingError, ModelImage, model_images, select_frames
+from apolo_node.imaging import ImagingError, ModelImage, choose_level, is_slide, model_images, select_frames
 from apolo_node.metrics import MODEL_SECONDS
 from apolo_node.vision.backend import Context, Described, RawFinding, VisionBackend
 from apolo_node.vision.lexicon import code_for
@@ -62,7 +62,8 @@ def _order(header: Dataset) -> tuple[float, str]:
 
 def choose_instances(headers: Sequence[Dataset], settings: VisionSettings) -> list[Dataset]:
     """The image instances to look at: per series, all multi-frame instances (their frames are
-    chosen later), and of single-frame slices those that ``frames`` picks, in instance order."""
+    chosen later), of single-frame slices those that ``frames`` picks, in instance order, and of
+    a whole-slide series the one pyramid level ``wsi_level`` picks (``imaging.slides``)."""
     series: dict[str, list[Dataset]] = defaultdict(list)
     for header in headers:
         if has_pixels(header):
@@ -70,6 +71,10 @@ def choose_instances(headers: Sequence[Dataset], settings: VisionSettings) -> li
     chosen = []
     for members in series.values():
         members.sort(key=_order)
+        if any(is_slide(h) for h in members):
+            level = choose_level(members, settings.wsi_level, settings.max_frames)
+            chosen.extend([level] if level is not None else [])
+            members = [h for h in members if not is_slide(h)]
         multi = [h for h in members if int(h.get("NumberOfFrames", 1) or 1) > 1]
         single = [h for h in members if int(h.get("NumberOfFrames", 1) or 1) <= 1]
         chosen.extend(multi)
@@ -126,7 +131,7 @@ def _images(datasets: Iterable[Dataset], settings: VisionSettings, skipped: list
     for ds in datasets:
         try:
             yield from model_images(
-                ds, settings.frames, settings.max_frames, settings.max_pixels,
+                ds, "all" if is_slide(ds) else settings.frames, settings.max_frames, settings.max_pixels,
                 settings.tiling, settings.max_tiles, settings.tile_overlap,
             )
         except ImagingError as exc:
