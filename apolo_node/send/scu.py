@@ -87,7 +87,7 @@ def c_store(ds: Dataset, settings: SendSettings) -> StoreOutcome:
     ae.dimse_timeout = settings.timeout
     ae.network_timeout = settings.timeout
     ae.connection_timeout = settings.timeout
-    ae.add_requested_context(sop_class, _transfer_syntaxes(ds))
+    ae.add_requested_context(sop_class, proposed_transfer_syntaxes(ds))
     try:
         tls = client_context(settings)
     except ConfigError as exc:  # fixed by the operator, then sent: the row waits meanwhile
@@ -138,7 +138,9 @@ def _store_on(assoc: Association, ds: Dataset, sop_class: UID, where: str) -> St
     return StoreOutcome(result, status, f"{where} answered C-STORE status 0x{status:04X}")
 
 
-def _transfer_syntaxes(ds: Dataset) -> list[str]:
+def proposed_transfer_syntaxes(ds: Dataset) -> list[str]:
+    """What the SCU proposes for ``ds``: its own transfer syntax first (if not one of these),
+    then Explicit and Implicit VR Little Endian (docs/conformance.md lists the result)."""
     syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
     meta = getattr(ds, "file_meta", None)
     own = meta.get("TransferSyntaxUID") if meta is not None else None
