@@ -208,15 +208,18 @@ def test_migration_0005_indexes_findings_already_there_and_goes_down_and_up(cata
         eng.dispose()
 
 
+def postgres_plan(engine: Engine, where: str) -> str:
+    """PostgreSQL's plan of a finding query, sequential scans discouraged (a small table)."""
+    with engine.begin() as conn:
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        return "\n".join(conn.execute(text(f"EXPLAIN SELECT id FROM finding WHERE {where}")).scalars())
+
+
 def test_postgresql_text_search_uses_the_gin_index(engine: Engine) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("the GIN index is PostgreSQL's; SQLite searches its FTS5 table")
     three_studies(engine)
-    with engine.begin() as conn:
-        conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = "\n".join(conn.execute(text(
-            f"EXPLAIN SELECT id FROM finding WHERE {search.FINDING_TSVECTOR} @@ to_tsquery('english', 'air')"
-        )).scalars())
+    plan = postgres_plan(engine, f"{search.FINDING_TSVECTOR} @@ to_tsquery('english', 'air')")
     assert "ix_finding_fts" in plan, plan
 
 

@@ -264,3 +264,21 @@ def test_question_and_answer_must_be_text_and_evidence_one_study(case) -> None:
 def test_the_reader_refuses_what_is_not_an_answer_report(case) -> None:
     with pytest.raises(ValueError, match="is not an apolo-node answer report"):
         read_answer_report(case.sr)  # a TID 1500 Imaging Measurement Report
+
+
+def test_a_chinese_answer_is_utf8_in_chinese_and_dsrdump_reads_it(case, tmp_path: Path) -> None:
+    question, answer = "有金属吗？", "与问题相关的发现共 1 项：Pulmonary nodule [F1]。以上发现由 AI 模型生成。"
+    path = write(build(case, case.cite(0), question=question, answer=answer, trace=""), tmp_path)
+    ds = dcmread(path)
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    [language] = children(ds, "121049", "CODE")  # Language of Content Item and Descendants
+    assert language.ConceptCodeSequence[0].CodeValue == "zh"
+    content = read_answer_report(ds)
+    assert (content.question, content.answer) == (question, answer)
+    run = subprocess.run([need_tool("dsrdump"), "+U8", "+Pl", str(path)], check=False, capture_output=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    shown = run.stdout.decode("utf-8")
+    assert f'"{question}"' in shown and f'"{answer}"' in shown
+    english = dcmread(write(build(case, case.cite(0)), tmp_path))  # the same path: after dsrdump
+    assert children(english, "121049", "CODE")[0].ConceptCodeSequence[0].CodeValue == "en-US"

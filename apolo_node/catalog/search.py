@@ -5,7 +5,9 @@ part are those of the series of the instance it was seen on; its date is the stu
 de-identified Study Date. Text search is SQLite FTS5 (``finding_fts``) or PostgreSQL full text
 search (the GIN index on ``FINDING_TSVECTOR``), both made by migration 0005 and both stemmed
 in English, over label, code meaning, description and location; words are OR-ed, and the
-relevance (higher is better) ranks the hits.
+relevance (higher is better) ranks the hits. Words of scripts written without spaces (Chinese)
+are searched as substrings instead (``substring_search``), through the trigram indexes of
+migration 0008 for terms of 3 characters or more.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
+    case,
     func,
     literal_column,
+    or_,
     select,
     text,
 )
@@ -37,6 +41,13 @@ FINDING_TSVECTOR = (
     "to_tsvector('english', finding.label || ' ' || finding.code_meaning || ' ' "
     "|| finding.description || ' ' || coalesce(finding.location, ''))"
 )
+# Must equal the expression migration 0008 indexes with pg_trgm (PostgreSQL), or the planner will not use it.
+FINDING_TEXT = (
+    "lower(finding.label || ' ' || finding.code_meaning || ' ' || finding.description || ' ' "
+    "|| coalesce(finding.location, ''))"
+)
+SUBSTRING_MAX = 32  # characters of one substring term
+TRIGRAM = 3  # the shortest term a trigram index can serve
 # SQLite bm25 weights of label, code_meaning, description, location: what a finding is first.
 FTS5_WEIGHTS = (4.0, 2.0, 1.0, 1.0)
 TERM = re.compile(r"^[a-z0-9]+$")
@@ -201,6 +212,33 @@ def findings_by_tracking_uid(engine: Engine, tracking_uids: Sequence[str]) -> li
     hits = _hits(engine, _base().where(FindingRow.tracking_uid.in_(wanted)))
     by_uid = {h.finding.tracking_uid: h for h in hits}
     return [by_uid[u] for u in wanted if u in by_uid]
+
+
+def substring_search(engine: Engine, filters: Filters, terms: Sequence[str], limit: int) -> list[FindingHit]:
+    """Findings within the filters whose text holds any of ``terms``, most matched characters first.
+
+    For scripts without spaces between words (``reasoning`` cuts a Chinese question into
+    two-character terms). ``terms`` are letters only (no wildcard or quote reaches the query),
+    1-32 of them; the relevance is the number of the terms' characters found.
+    """
+    _check_limit(limit)
+    terms = list(dict.fromkeys(t.lower() for t in terms))
+    for term in terms:
+        if not isinstance(term, str) or not 0 < len(term) <= SUBSTRING_MAX or not term.isalpha():
+            raise ValueError(f"substring term must be 1-{SUBSTRING_MAX} letters, got {term!r}")
+    if not terms:
+        return []
+    whole = literal_column(FINDING_TEXT)
+    found = [whole.contains(t, autoescape=True) for t in terms]
+    relevance = sum((case((f, len(t)), else_=0) for f, t in zip(found, terms)), start=literal_column("0"))
+    stmt = _base().add_columns(relevance).where(or_(*found))
+    if engine.dialect.name == "sqlite" and all(len(t) >= TRIGRAM for t in terms):
+        matches = text("SELECT rowid FROM finding_trigram WHERE finding_trigram MATCH :query").bindparams(
+            query=" OR ".join(f'"{t}"' for t in terms)
+        ).columns(rowid=Integer)
+        stmt = stmt.where(FindingRow.id.in_(select(matches.subquery().c.rowid)))
+    stmt = _filtered(stmt, filters).order_by(relevance.desc(), FindingRow.id.desc()).limit(limit)
+    return _hits(engine, stmt, relevance=True)
 
 
 def text_search(engine: Engine, filters: Filters, terms: Sequence[str], limit: int) -> list[FindingHit]:

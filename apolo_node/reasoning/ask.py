@@ -30,6 +30,7 @@ from apolo_node.reasoning import identifiers
 from apolo_node.reasoning.backend import Answer, Answerer, Turn, nothing_found
 from apolo_node.reasoning.backends import make_answerer
 from apolo_node.reasoning.evidence import Evidence, ref
+from apolo_node.reasoning.phrases import language
 from apolo_node.reasoning.retrieval import FILTERS, Retrieved, Retriever, query_terms, studies_of
 
 __all__ = [
@@ -162,7 +163,8 @@ def ask(
     if search.count_findings(engine, filters, at_most=0) == 0:
         retrieved = Retrieved((), FILTERS, 0, 0.0)
     else:
-        retrieved = (retriever or Retriever.from_settings(engine, settings)).retrieve(searched, filters)
+        finder = retriever or Retriever.from_settings(engine, settings, language(question))
+        retrieved = finder.retrieve(searched, filters)
     if earlier is not None:
         retrieved = with_earlier(engine, retrieved, earlier, searched, settings.evidence)
     if not retrieved.evidence:

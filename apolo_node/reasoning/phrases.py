@@ -1,8 +1,9 @@
 """The extractive answer's fixed phrases, in the question's language (English and Chinese).
 
-The language is told from the question's script: Han characters make it Chinese, anything
-else English. Only the fixed phrases change; what the findings say (labels, descriptions,
-code meanings) is the catalog's text and is given as written.
+The language is told from the question's script: Han characters make it Chinese, letters of
+Latin script alone English, any other script ``other`` (answered in English phrases, ranked by
+the multilingual embedding model). Only the fixed phrases change; what the findings say
+(labels, descriptions, code meanings) is the catalog's text and is given as written.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from dataclasses import dataclass
 
 from apolo_node.reasoning.backend import DISCLAIMER
 
-EN, ZH = "en", "zh"
+EN, ZH, OTHER = "en", "zh", "other"
 HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+LATIN_END = 0x24F  # the end of Latin Extended-B
 
 
 def language(question: str) -> str:
-    """``zh`` for a question with Han characters, else ``en``."""
-    return ZH if HAN.search(question) else EN
+    """``zh`` for a question with Han characters, ``en`` for Latin letters alone, else ``other``."""
+    if HAN.search(question):
+        return ZH
+    return EN if all(ord(c) <= LATIN_END for c in question if c.isalpha()) else OTHER
 
 
 @dataclass(frozen=True)
@@ -91,4 +95,4 @@ PHRASES = {
 
 def phrases_for(question: str) -> Phrases:
     """The phrases of the question's language."""
-    return PHRASES[language(question)]
+    return PHRASES.get(language(question), PHRASES[EN])

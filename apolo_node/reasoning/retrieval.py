@@ -2,11 +2,15 @@
 
 Filters (study, modality, body part, dates) narrow the findings; the question's words find
 them by full-text search; with the embedding model, semantic similarity finds them too ("air
-in the chest" reaches a pneumothorax). What the score means depends on the mode:
+in the chest" reaches a pneumothorax). A Chinese question is cut into character pairs searched
+as substrings, and its medical words also into the English words findings use (``cjk``); its
+semantic ranking takes the multilingual model (``[reasoning] embedding``). What the score
+means depends on the mode:
 
 - ``text``: full-text relevance divided by the best hit's, in (0, 1].
 - ``text+semantic``: cosine similarity of question and finding text, plus ``LEXICAL_BONUS`` when
-  the finding's text also holds a word of the question.
+  the finding's text also holds a word of the question (the multilingual model: the bonus times
+  the text relevance over the best's, since its similarities lie in a narrow band).
 - ``filters``: no finding holds a word of the question (and no embeddings): the most recent
   findings within the filters, each scored 0, so an answer can say that nothing matched.
 
@@ -18,6 +22,7 @@ most similar to the question; plus the best text hits. A question thus costs a b
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Sequence
@@ -30,9 +35,10 @@ from apolo_node.catalog.search import Filters, FindingHit
 from apolo_node.config import ReasoningSettings
 from apolo_node.findings import Finding
 from apolo_node.logs import event, get_logger
-from apolo_node.reasoning import embedding
-from apolo_node.reasoning.embedding import Embedder
+from apolo_node.reasoning import cjk, embedding
+from apolo_node.reasoning.embedding import Embedder, MultilingualEmbedder, SentenceEmbedder
 from apolo_node.reasoning.evidence import Evidence
+from apolo_node.reasoning.phrases import EN
 
 log = get_logger("reasoning.retrieval")
 
@@ -53,10 +59,13 @@ WORD = re.compile(r"[a-z0-9]+")
 
 
 def query_terms(question: str) -> list[str]:
-    """The words of a question worth searching for: lower-case, no stop words, no bare numbers."""
+    """The words of a question worth searching for: lower-case, no stop words, no bare numbers.
+
+    A Chinese question's medical words count as the English words findings use (``cjk``).
+    """
     words = WORD.findall(question.lower())
     terms = [w for w in words if len(w) > 1 and not w.isdigit() and w not in STOPWORDS]
-    return list(dict.fromkeys(terms))[:TERMS_MAX]
+    return list(dict.fromkeys(terms + cjk.english_terms(question)))[:TERMS_MAX]
 
 
 def finding_text(f: Finding) -> str:
@@ -83,16 +92,25 @@ class Retrieved:
     note: str = ""  # why semantic search was off, when it was
 
 
-def make_embedder(settings: ReasoningSettings) -> tuple[Embedder | None, str]:
-    """The embedder ``[reasoning] semantic`` asks for, or None and why not (text search then)."""
+def embedding_for(settings: ReasoningSettings, language: str) -> str:
+    """``minilm`` or ``multilingual``: the model ``[reasoning] embedding`` names for this language."""
+    if settings.embedding == "auto":
+        return "minilm" if language == EN else "multilingual"
+    return settings.embedding
+
+
+def make_embedder(settings: ReasoningSettings, language: str = EN) -> tuple[SentenceEmbedder | None, str]:
+    """The embedder ``[reasoning] semantic`` and ``embedding`` ask for, for questions in ``language``
+    (``phrases.language``), or None and why not (text search then)."""
     if not settings.semantic:
         return None, "semantic search is off ([reasoning] semantic = false)"
-    problem = embedding.available()
+    multilingual = embedding_for(settings, language) == "multilingual"
+    problem = embedding.multilingual_available() if multilingual else embedding.available()
     if problem:
         event(log, "reasoning.semantic.unavailable", reason="not installed")
         return None, problem
     try:
-        return Embedder(device="cpu"), ""
+        return (MultilingualEmbedder() if multilingual else Embedder(device="cpu")), ""
     except Exception as exc:  # noqa: BLE001 - a broken install degrades to text search
         event(log, "reasoning.semantic.unavailable", reason=type(exc).__name__)
         return None, f"semantic search could not load its model ({type(exc).__name__}); text search only"
@@ -101,7 +119,9 @@ def make_embedder(settings: ReasoningSettings) -> tuple[Embedder | None, str]:
 class Retriever:
     """Finds evidence for questions in one catalog: ``limit`` findings at most per question."""
 
-    def __init__(self, engine: Engine, *, limit: int = 20, embedder: Embedder | None = None, note: str = "") -> None:
+    def __init__(
+        self, engine: Engine, *, limit: int = 20, embedder: SentenceEmbedder | None = None, note: str = ""
+    ) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"[reasoning] evidence must be an integer >= 1, got {limit!r}")
         self.engine = engine
@@ -110,8 +130,9 @@ class Retriever:
         self.note = note  # why there is no embedder, said with every result
 
     @classmethod
-    def from_settings(cls, engine: Engine, settings: ReasoningSettings) -> Retriever:
-        embedder, note = make_embedder(settings)
+    def from_settings(cls, engine: Engine, settings: ReasoningSettings, language: str = EN) -> Retriever:
+        """The retriever the settings describe, its embedder chosen for questions in ``language``."""
+        embedder, note = make_embedder(settings, language)
         return cls(engine, limit=settings.evidence, embedder=embedder, note=note)
 
     @property
@@ -122,7 +143,7 @@ class Retriever:
         """The findings within ``filters`` that best answer ``question``, best first."""
         started = time.perf_counter()
         terms = query_terms(question)
-        text_hits = search.text_search(self.engine, filters, terms, self.pool) if terms else []
+        text_hits = self._text_hits(question, filters, terms)
         # a report's narrative (findings text, impression) holding a term brings its study's findings
         text_hits = reports.with_narrative_hits(self.engine, filters, terms, text_hits, self.pool)
         note = self.note
@@ -140,6 +161,25 @@ class Retriever:
         event(log, "reasoning.retrieved", mode=mode, terms=len(terms), candidates=candidates,
               evidence=len(evidence), seconds=round(seconds, 4))
         return Retrieved(tuple(evidence), mode, candidates, seconds, note)
+
+    def _text_hits(self, question: str, filters: Filters, terms: list[str]) -> list[FindingHit]:
+        """Full-text hits of the words, and substring hits of Chinese character pairs, merged.
+
+        Each list's relevance is divided by its best, and a finding in both has the sum.
+        """
+        words = search.text_search(self.engine, filters, terms, self.pool) if terms else []
+        pairs = cjk.terms(question)
+        if not pairs:
+            return words
+        found = search.substring_search(self.engine, filters, pairs, self.pool)
+        merged: dict[str, tuple[float, FindingHit]] = {}
+        for hits in (words, found):
+            best = max((h.relevance or 0.0 for h in hits), default=0.0) or 1.0
+            for h in hits:
+                before = merged.get(h.finding.tracking_uid, (0.0, h))[0]
+                merged[h.finding.tracking_uid] = (before + (h.relevance or 0.0) / best, h)
+        ranked = sorted(merged.values(), key=lambda x: -x[0])
+        return [dataclasses.replace(h, relevance=score) for score, h in ranked[: self.pool]]
 
     def _lexical(self, filters: Filters, text_hits: list[FindingHit]) -> tuple[list[Evidence], str, int]:
         if text_hits:
@@ -167,18 +207,20 @@ class Retriever:
             picked = list(dict.fromkeys(concepts[k][0] for _, k in similar[:CONCEPTS_PICKED]))
             per = -(-wanted // max(len(picked), 1))  # ceiling
             candidates = [h for label in picked for h in search.recent_findings(self.engine, filters, per, [label])]
-        lexical = {h.finding.tracking_uid for h in text_hits}
+        best = max((h.relevance or 0.0 for h in text_hits), default=0.0) or 1.0
+        graded = self.embedder.graded_bonus  # else each text hit gets the whole bonus
+        lexical = {h.finding.tracking_uid: (h.relevance or 0.0) / best if graded else 1.0 for h in text_hits}
         pool = list({h.finding.tracking_uid: h for h in [*text_hits, *candidates]}.values())
         if not pool:
             return [], SEMANTIC, 0
         similarity = self.embedder.similarities(question, [finding_text(h.finding) for h in pool])
-        scores = [s + (LEXICAL_BONUS if h.finding.tracking_uid in lexical else 0.0) for s, h in zip(similarity, pool)]
+        scores = [s + LEXICAL_BONUS * lexical.get(h.finding.tracking_uid, 0.0) for s, h in zip(similarity, pool)]
         scored = sorted(((s, k) for k, s in enumerate(scores)), key=lambda x: (-x[0], x[1]))
         return [Evidence.from_hit(pool[k], s) for s, k in scored[: self.limit]], SEMANTIC, len(pool)
 
 
 def retrieve(
-    engine: Engine, question: str, filters: Filters, *, limit: int = 20, embedder: Embedder | None = None
+    engine: Engine, question: str, filters: Filters, *, limit: int = 20, embedder: SentenceEmbedder | None = None
 ) -> Retrieved:
     """One question's evidence (a ``Retriever`` for one use)."""
     return Retriever(engine, limit=limit, embedder=embedder).retrieve(question, filters)

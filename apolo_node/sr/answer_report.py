@@ -30,6 +30,7 @@ The document is PRELIMINARY and UNVERIFIED: no person has signed it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,6 +57,8 @@ from apolo_node.sr.measurement_report import (
 )
 
 DOCUMENT_TITLE = hd.sr.CodedConcept("18748-4", "LN", "Diagnostic Imaging Report")  # CID 7000
+CHINESE = hd.sr.CodedConcept("zh", "RFC5646", "Chinese")  # CID 5000 Languages
+HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 REQUEST = hd.sr.CodedConcept("55115-0", "LN", "Request")  # CID 7002
 CONCLUSION = hd.sr.CodedConcept("121077", "DCM", "Conclusion")  # CID 7002
 TRACKING_IDENTIFIER = hd.sr.CodedConcept("112039", "DCM", "Tracking Identifier")
@@ -134,7 +137,7 @@ def answer_report(
 
     root = hd.sr.ContainerContentItem(name=DOCUMENT_TITLE, is_content_continuous=False)
     root.ContentSequence = hd.sr.ContentSequence()
-    language = hd.sr.LanguageOfContentItemAndDescendants(hd.sr.templates.DEFAULT_LANGUAGE)
+    language = hd.sr.LanguageOfContentItemAndDescendants(content_language(question, answer))
     root.ContentSequence.extend(language)
     root.ContentSequence.extend(_observer(algorithm))
     root.ContentSequence.extend(hd.sr.AlgorithmIdentification(name=algorithm.name, version=algorithm.version))
@@ -148,6 +151,14 @@ def answer_report(
         sop_instance_uid=sop_instance_uid, instance_number=instance_number,
         series_description="apolo-node answer", local_scheme="apolo-node local codes",
     )
+
+
+def content_language(question: str, answer: str) -> hd.sr.CodedConcept:
+    """TID 1204's language of the answer: Chinese when its text holds Han characters, else English.
+
+    The text itself is UTF-8 whatever its language (Specific Character Set ISO_IR 192).
+    """
+    return CHINESE if HAN.search(question + answer) else hd.sr.templates.DEFAULT_LANGUAGE
 
 
 def read_answer_report(ds: Dataset) -> AnswerReportContent:
