@@ -248,3 +248,40 @@ def test_wsi_level_is_refused_below_minus_one_and_taken_from_there() -> None:
         load(TOML, env={"APOLO_VISION__WSI_LEVEL": "-2"})
     assert load(TOML, env={"APOLO_VISION__WSI_LEVEL": "-1"}).vision.wsi_level == -1
     assert load(TOML, env={"APOLO_VISION__WSI_LEVEL": "0"}).vision.wsi_level == 0
+
+
+def test_a_flood_of_boxes_passes_unmerged_in_bounded_time() -> None:
+    import time
+
+    from apolo_node.vision.merge import MAX_GROUP
+
+    seen = [Seen(finding("Dot", (i, i, i + 50, i + 50), f"2.25.{i}"), tile=1, order=i) for i in range(MAX_GROUP + 1)]
+    started = time.perf_counter()
+    assert len(merge(seen)) == MAX_GROUP + 1
+    assert time.perf_counter() - started < 1.0
+    assert len(merge(seen[:MAX_GROUP])) == 1  # under the bound they chain into one object
+
+
+def test_tiles_are_told_they_are_regions_and_their_repeated_prose_is_kept_once() -> None:
+    from apolo_node.vision import prompts
+    from apolo_node.vision.backend import Context, Described, VisionBackend
+
+    class Echo(VisionBackend):
+        """Answers every image with the same prose and trace, and records the prompts."""
+
+        algorithm = BaselineBackend().algorithm
+
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def describe_batch(self, images, contexts):  # noqa: ANN001, ANN201
+            self.asked += [prompts.user_prompt(c) for c in contexts]
+            return [Described(free_text=("No acute abnormality.",), trace=("Looked twice.",)) for _ in images]
+
+    ds = radiograph(1200, [])
+    echo = Echo()
+    result = look(echo, [ds], VisionSettings(max_pixels=90_000))
+    assert result.images == len(echo.asked) > 1
+    assert "enlarged region" not in echo.asked[0] and all("enlarged region" in a for a in echo.asked[1:])
+    assert result.free_text == ("No acute abnormality.",) and result.trace == ("Looked twice.",)
+    assert Context().tile == 0

@@ -29,6 +29,7 @@ class Context:
     frame: int = 1
     frames: int = 1
     pixel_spacing: tuple[float, float] | None = None  # (row, column) mm, when known
+    tile: int = 0  # k >= 1: the image is the k-th tile of a bigger frame (imaging.tiling), enlarged
 
 
 @dataclass(frozen=True)

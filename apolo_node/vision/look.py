@@ -149,6 +149,11 @@ def _batches(images: Iterator[ModelImage], size: int) -> Iterator[list[ModelImag
         yield batch
 
 
+def _once(texts: list[str]) -> tuple[str, ...]:
+    """The texts, each once (the tiles of a frame, or its frames, often say the same thing)."""
+    return tuple(dict.fromkeys(t for t in texts if t))
+
+
 def look(backend: VisionBackend, datasets: Iterable[Dataset], settings: VisionSettings) -> StudyFindings:
     """Describe every chosen frame (and tile) of the given instances; decode lazily, batch by batch."""
     skipped: list[str] = []
@@ -158,7 +163,7 @@ def look(backend: VisionBackend, datasets: Iterable[Dataset], settings: VisionSe
     images = unparsed = 0
     for batch in _batches(_images(datasets, settings, skipped), settings.batch_size):
         contexts = [
-            Context(i.modality, i.body_part, i.frame, i.frames, i.pixel_spacing) for i in batch
+            Context(i.modality, i.body_part, i.frame, i.frames, i.pixel_spacing, i.tile) for i in batch
         ]
         with MODEL_SECONDS.labels("vision").time():
             answers: list[Described] = backend.describe_batch(batch, contexts)
@@ -187,7 +192,7 @@ def look(backend: VisionBackend, datasets: Iterable[Dataset], settings: VisionSe
         findings=tuple(merge(seen)),
         images=images,
         unparsed=unparsed,
-        free_text=tuple(t for t in free_text if t),
+        free_text=_once(free_text),
         skipped=tuple(skipped),
-        trace=tuple(t for t in trace if t),
+        trace=_once(trace),
     )

@@ -8,8 +8,8 @@ seams cut both, are one object. Its box is
 the best tile box that no seam cuts (the object whole in that tile); where every tile cut it,
 the union of its tile boxes; where no tile saw it, the whole view's. The rest of the finding
 (description, confidence, tracking UID) is that of the box chosen, or of the most confident,
-then largest, box of the union. Frames that were not tiled, and findings without a box, pass
-unchanged.
+then largest, box of the union. Frames that were not tiled, findings without a box, and more
+than ``MAX_GROUP`` boxes of one label on one frame (a flood, not read pairwise) pass unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from apolo_node.findings import Box, Finding
 
 OVERLAP = 0.3  # intersection over the smaller box's area that makes two same-label boxes one
+MAX_GROUP = 400  # boxes of one label on one frame compared pairwise; a bigger group passes unmerged
 
 
 @dataclass(frozen=True)
@@ -100,5 +101,8 @@ def merge(seen: Sequence[Seen]) -> list[Finding]:
         else:
             kept.append(s)
     for members in groups.values():
+        if len(members) > MAX_GROUP:  # a flood of boxes: bounded time before tidiness
+            kept.extend(members)
+            continue
         kept.extend(_one(cluster) for cluster in _clusters(members))
     return [s.finding for s in sorted(kept, key=lambda s: s.order)]

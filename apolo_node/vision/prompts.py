@@ -66,6 +66,8 @@ def context_lines(context: Context) -> list[str]:
         parts.append(f"Body part: {context.body_part}.")
     if context.frames > 1:
         parts.append(f"Frame {context.frame} of {context.frames}.")
+    if context.tile:
+        parts.append("This is an enlarged region of a larger image.")
     return parts
 
 
