@@ -254,6 +254,9 @@ class WebSettings:
     tls_ca: str = setting(
         "", "PEM CA bundle; when set, every client must present a certificate it signed"
     )
+    max_connections: int = setting(
+        100, "HTTP connections (and requests in flight) at once; more are answered 503"
+    )
     stow_max_body: int = setting(
         8_589_934_592, "largest STOW-RS request body, in bytes (each part is also bound by [receive] max_instance_size)"
     )
@@ -477,6 +480,8 @@ def validate(cfg: Config) -> None:
     _check_listener("web", w.port, w.tls_cert, w.tls_key)
     if w.tls_ca and not w.tls_cert:
         raise ConfigError("[web] tls_ca (client certificates) needs tls_cert and tls_key (HTTPS)")
+    if w.max_connections < 1:
+        raise ConfigError(f"[web] max_connections must be >= 1, got {w.max_connections}")
     if w.stow_max_body < 1 or w.stow_max_parts < 1:
         raise ConfigError(
             f"[web] stow_max_body and stow_max_parts must be >= 1, got {w.stow_max_body}, {w.stow_max_parts}"

@@ -3,6 +3,7 @@ Prometheus format, the status page, access control, and no planted PHI on any pa
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from apolo_node.web.auth import require_access
 from apolo_node.web.server import WebServer, bind
 from tests.conftest import make_config
 from tests.nodes import upgraded_engine
+from tests.peers import wait_until
 from tests.web_site import HOSTILE_ACTOR, Site, serve_site, unreachable_catalog
 
 OPEN_PATHS = {"/healthz", "/metrics"}
@@ -191,3 +193,20 @@ def test_studies_of_the_page_are_the_catalogs(site: Site) -> None:
     assert summary.study_uid == site.study_uid
 
 
+
+
+def test_connections_past_max_connections_are_answered_503(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, web={"max_connections": 2})
+    upgraded_engine(cfg).dispose()
+    server = WebServer(create_app(cfg), cfg.web)
+    server.start()
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+    try:
+        wait_until(lambda: httpx.get(url).status_code == 503, what="the third connection refused", timeout=5)
+        idle.pop().close()
+        wait_until(lambda: httpx.get(url).status_code == 200, what="a free slot again", timeout=5)
+    finally:
+        for s in idle:
+            s.close()
+        server.stop()

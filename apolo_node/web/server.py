@@ -55,6 +55,8 @@ class WebServer:
                 ssl_options |= {"ssl_ca_certs": web.tls_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
         self.server = uvicorn.Server(uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+            # uvicorn counts the connection asking too: this lets max_connections in, not one fewer
+            limit_concurrency=web.max_connections + 1,
             **ssl_options,  # type: ignore[arg-type]
         ))
         self._thread: threading.Thread | None = None
