@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import enum
 import mmap
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,8 @@ from apolo_node.web.multipart import PartSink, parse_media_type
 log = get_logger("dicomweb")
 DICOM = "application/dicom"
 META_SLACK = 64 * 1024  # preamble and file meta, beyond the data set's max_instance_size
+IN_FLIGHT = 4  # parts of one request being stored at once (their fsyncs and commits overlap)
+_STORERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="stow-store")
 _CONTEXTS = supported_contexts()
 STORAGE_SOP_CLASSES = frozenset(str(cx.abstract_syntax) for cx in _CONTEXTS)
 TRANSFER_SYNTAXES = frozenset(str(ts) for cx in _CONTEXTS for ts in cx.transfer_syntax)
@@ -68,6 +72,7 @@ class StowSession:
     _sink: StagingFile | None = None
     _refusal: str | None = None
     _framing: _Preamble | None = None
+    _pending: deque[Future[PartOutcome]] = field(default_factory=deque)
 
     def begin(self, headers: dict[str, str]) -> PartSink:
         media, _ = parse_media_type(headers.get("content-type", DICOM))
@@ -87,6 +92,7 @@ class StowSession:
         return self._framing
 
     def end(self) -> None:
+        """The part is whole: store it on a storer thread while the next part arrives."""
         if self._framing is not None:
             self._framing.flush()
             self._framing = None
@@ -94,32 +100,48 @@ class StowSession:
         if sink is None:
             bad_type = self._refusal == "part is not application/dicom"
             reason = StoreStatus.CANNOT_UNDERSTAND if bad_type else StoreStatus.OUT_OF_RESOURCES
-            self._add(PartOutcome(None, None, int(reason), self._refusal or ""))
-            return
+            self._queue(_done(PartOutcome(None, None, int(reason), self._refusal or "")))
+        else:
+            self._queue(_STORERS.submit(self._store_part, sink))
+
+    def finish(self) -> None:
+        """Wait for every part in flight; ``outcomes`` is then complete, in the parts' order."""
+        while self._pending:
+            self._add(self._pending.popleft().result())
+
+    def abort(self) -> None:
+        """The request failed: drop the part being written; parts already whole are stored."""
+        if self._sink is not None:
+            self._sink.discard()
+            self._sink = None
+        self.finish()
+
+    def _queue(self, outcome: Future[PartOutcome]) -> None:
+        """Keep at most IN_FLIGHT parts storing at once (each holds a file and a mapping)."""
+        self._pending.append(outcome)
+        while len(self._pending) > IN_FLIGHT or (self._pending and self._pending[0].done()):
+            self._add(self._pending.popleft().result())
+
+    def _store_part(self, sink: StagingFile) -> PartOutcome:
+        """Map the staged part and store it; never raises."""
         try:
             raw = sink.mapped()
         except ValueError:  # an empty part: mmap cannot map 0 bytes
             sink.discard()
-            self._add(PartOutcome(None, None, int(StoreStatus.CANNOT_UNDERSTAND), "empty part"))
-            return
+            return PartOutcome(None, None, int(StoreStatus.CANNOT_UNDERSTAND), "empty part")
         except OSError as exc:
             sink.discard()
-            self._add(PartOutcome(None, None, int(StoreStatus.OUT_OF_RESOURCES), spool_failed(exc)))
-            return
+            return PartOutcome(None, None, int(StoreStatus.OUT_OF_RESOURCES), spool_failed(exc))
         try:
-            self._add(self._store(raw, sink))
+            return self._store(raw, sink)
+        except Exception as exc:  # a bug: the part fails, the request goes on
+            return PartOutcome(None, None, int(StoreStatus.OUT_OF_RESOURCES), f"internal error ({type(exc).__name__})")
         finally:
             sink.discard()  # a no-op once the store put it in place
             try:
                 raw.close()
             except BufferError:
                 pass
-
-    def abort(self) -> None:
-        """The request failed mid-part: drop the part being written."""
-        if self._sink is not None:
-            self._sink.discard()
-            self._sink = None
 
     def _store(self, raw: mmap.mmap, sink: StagingFile) -> PartOutcome:
         try:
@@ -182,6 +204,12 @@ class StowSession:
         if referenced:
             ds.ReferencedSOPSequence = referenced
         return ds.to_json_dict()
+
+
+def _done(outcome: PartOutcome) -> Future[PartOutcome]:
+    future: Future[PartOutcome] = Future()
+    future.set_result(outcome)
+    return future
 
 
 class _Preamble:
