@@ -68,6 +68,7 @@ def model_image(width: int = 96, height: int = 64, shade: int = 0) -> ModelImage
 
 def backend_for(server: OpenAIServer, **kwargs: object) -> OpenAIBackend:
     options: dict[str, object] = {
+        "profile": "apolo",  # our JSON and schema; the served weights are a Qwen2.5-VL
         "api_key": KEY,
         "timeout": 0.3,
         "retries": 2,
@@ -128,7 +129,8 @@ def test_the_base_url_may_end_in_v1_or_not(server: OpenAIServer, given: str) -> 
     assert backend.base_url == server.url
     backend.describe(model_image(), Context())
     backend.close()
-    assert [r.path for r in server.requests] == ["/v1/chat/completions"]
+    # the chat, and the model list that names the served weights' family (auto profile)
+    assert sorted(r.path for r in server.requests) == ["/v1/chat/completions", MODELS_PATH]
 
 
 def test_the_backend_registry_builds_it_from_settings(server: OpenAIServer) -> None:
@@ -313,7 +315,7 @@ def test_a_batch_answers_in_order_when_the_server_answers_out_of_order(
     backend.close()
 
     assert [d.findings[0].label for d in described] == ["image 0", "image 1", "image 2"]
-    answered = [r.images()[0].size[0] for r in server.answered]
+    answered = [r.images()[0].size[0] for r in server.answered if r.path != MODELS_PATH]
     assert answered == [96, 80, 64]  # the last image's answer came first
     arrivals = [r.at for r in server.received()]
     assert max(arrivals) - min(arrivals) < 0.1  # all three were sent at once
@@ -366,7 +368,7 @@ def test_the_constructor_refuses_bad_arguments(kwargs: dict[str, object], match:
 def test_credentials_in_the_url_are_never_shown() -> None:
     backend = OpenAIBackend("http://user:hunter2@127.0.0.1:9/v1", "m", api_key=KEY)
     assert "hunter2" not in repr(backend) and KEY not in repr(backend)
-    assert repr(backend) == "OpenAIBackend(url='http://127.0.0.1:9/v1', model='m', profile='apolo', api_key=<set>)"
+    assert repr(backend) == "OpenAIBackend(url='http://127.0.0.1:9/v1', model='m', profile='auto', api_key=<set>)"
     backend.close()
 
 

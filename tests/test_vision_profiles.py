@@ -314,3 +314,20 @@ def test_an_unknown_profile_is_refused_before_loading(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"profile must be one of"):
         TransformersBackend(str(tmp_path / "none"), profile="llava")
+
+
+@pytest.mark.parametrize(
+    "root, family", [("/models/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl"), ("/models/llava-1.5", "apolo"), (None, "apolo")]
+)
+def test_openai_a_served_alias_is_known_by_the_weights_the_server_names(root: str | None, family: str) -> None:
+    for server in serve(models={"vision": root} if root else {}):
+        server.queue(Reply(body=chat_completion("[]")))
+        backend = OpenAIBackend(server.url, "vision", timeout=2, retries=0)
+        assert "profile='auto'" in repr(backend)  # nothing asked yet
+        backend.describe(model_image(), CONTEXT)
+        assert backend.profile.name == family and f"profile='{family}'" in repr(backend)
+        (chat,) = server.received()
+        assert ("response_format" in chat.json) == (family == "apolo")
+        assert backend.algorithm.version == (root or "unknown")
+        backend.close()
+        assert len(server.received(path="/v1/models")) == 1  # asked once, for both

@@ -1,7 +1,8 @@
 """The ``openai`` vision backend: any OpenAI-compatible chat server (vLLM, SGLang) over HTTP.
 
 Each image goes as its own ``POST {base}/chat/completions`` with the model family's prompt
-(``vision.profiles``, chosen by ``[vision] profile`` or from the served name), the image as a PNG
+(``vision.profiles``, chosen by ``[vision] profile``, or from the served name and, where that
+says nothing, from the weights ``GET /models`` names), the image as a PNG
 data URL and, for our own JSON profile, our findings schema as ``response_format``; the requests of one batch are
 sent at once, because the server batches them on the GPU. A server that refuses
 ``response_format`` is asked again without it, and never again with it (the prompt asks for the
@@ -70,7 +71,10 @@ class OpenAIBackend(VisionBackend):
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must name the served model, got {model!r}")
-        self.profile = profiles.choose(profile, model)
+        # An auto profile the served name cannot tell (vLLM's --served-model-name) waits for the
+        # first request: GET /models names the weights (``root``), and that names the family.
+        self._named = profiles.choose(profile, model)
+        self._auto = profile == "auto"
         if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         if not isinstance(backoff, (int, float)) or not backoff >= 0:
@@ -101,6 +105,9 @@ class OpenAIBackend(VisionBackend):
         self._algorithm_lock = threading.Lock()  # one GET /models, even from several threads
         self._structured = True  # send response_format until the server refuses it
         self._algorithm: Algorithm | None = None
+        self._family: profiles.Profile | None = None
+        self._root: str | None = None
+        self._root_asked = False
 
     @classmethod
     def from_settings(cls, settings: VisionSettings, *, backoff: float = 0.5) -> OpenAIBackend:
@@ -121,7 +128,7 @@ class OpenAIBackend(VisionBackend):
         key = "set" if self._has_key else "none"
         return (
             f"OpenAIBackend(url={self._shown_url!r}, model={self.model!r}, "
-            f"profile={self.profile.name!r}, api_key=<{key}>)"
+            f"profile={self._profile_name()!r}, api_key=<{key}>)"
         )
 
     # -- algorithm (TID 4019) -----------------------------------------------------------------
@@ -134,15 +141,44 @@ class OpenAIBackend(VisionBackend):
             return self._algorithm
 
     def _served_version(self) -> str:
-        models = self._http.get_json("/models", min(self.timeout, MODELS_TIMEOUT))
-        cards = models.get("data", []) if isinstance(models, dict) else []
-        for card in cards if isinstance(cards, list) else []:
-            if isinstance(card, dict) and card.get("id") == self.model:
-                root = card.get("root")
-                if isinstance(root, str) and root.strip():
-                    # A local path's end names the weights best; LO holds 64 characters.
-                    return root.strip()[-ALGORITHM_VERSION_MAX:]
-        return UNKNOWN_VERSION
+        root = self._served_root()
+        # A local path's end names the weights best; LO holds 64 characters.
+        return root[-ALGORITHM_VERSION_MAX:] if root else UNKNOWN_VERSION
+
+    def _served_root(self) -> str | None:
+        """The weights the server names for our model (vLLM's ``root``), asked once; call it
+        holding ``_algorithm_lock``."""
+        if not self._root_asked:
+            self._root_asked = True
+            models = self._http.get_json("/models", min(self.timeout, MODELS_TIMEOUT))
+            cards = models.get("data", []) if isinstance(models, dict) else []
+            for card in cards if isinstance(cards, list) else []:
+                if isinstance(card, dict) and card.get("id") == self.model:
+                    root = card.get("root")
+                    if isinstance(root, str) and root.strip():
+                        self._root = root.strip()
+        return self._root
+
+    # -- profile ------------------------------------------------------------------------------
+    def _profile_name(self) -> str:
+        """The profile's name as far as it is known, without asking the server."""
+        if not self._auto:
+            return self._named.name
+        return self._family.name if self._family is not None else "auto"
+
+    @property
+    def family(self) -> profiles.Profile:
+        """The model's own family: from the served name, else from the weights the server names."""
+        with self._algorithm_lock:
+            if self._family is None:
+                found = profiles.detect(self.model)
+                self._family = found if found.name != "apolo" else profiles.detect(self._served_root() or "")
+            return self._family
+
+    @property
+    def profile(self) -> profiles.Profile:
+        """How the model is asked and read: the configured profile, or with auto its family."""
+        return self.family if self._auto else self._named
 
     # -- describing ---------------------------------------------------------------------------
     def describe_batch(
@@ -180,7 +216,8 @@ class OpenAIBackend(VisionBackend):
         """How bare bbox_2d in the answer about ``image`` are scaled: Qwen2.5-VL's are pixels of
         the image the server's processor resized, which ``profiles.qwen_resized`` recomputes."""
         width, height = profiles.qwen_resized(image.image.width, image.image.height)
-        return self.profile.coordinates(width, height, profiles.detect(self.model))
+        profile = self.profile
+        return profile.coordinates(width, height, self.family if profile.bbox is None else None)
 
     def _chat(self, messages: list[dict[str, Any]]) -> Any:
         """POST the chat request, with retries; the parsed JSON body of the 200 answer."""
