@@ -226,6 +226,8 @@ def test_metadata_leaves_pixel_data_out_as_a_bulk_data_uri(reported: Reported) -
 def test_wado_answers_406_and_404_for_what_it_cannot_serve(reported: Reported) -> None:
     r = reported
     assert get(r, f"/studies/{r.study_uid}", accept="application/zip").status_code == 406
+    assert get(r, "/studies", accept="multipart/related; type=application/dicom+xml").status_code == 406
+    assert get(r, f"/studies/{r.study_uid}/metadata", accept="application/dicom+json").status_code == 200
     assert get(r, f"/studies/{generate_uid()}").status_code == 404
     assert get(r, f"/studies/{r.study_uid}/series/{generate_uid()}").status_code == 404
     assert get(r, f"/studies/{r.study_uid}/series/{generate_uid()}/metadata").status_code == 404

@@ -76,6 +76,18 @@ def _ctx(request: Request) -> DicomWeb:
     return ctx
 
 
+def _accepts_json(request: Request) -> None:
+    """406 unless Accept (if given) takes application/dicom+json, the one form we answer in."""
+    accept = request.headers.get("accept", "")
+    if not accept.strip():
+        return
+    for item in accept.split(","):
+        main, _ = parse_media_type(item)
+        if main in (DICOM_JSON, "application/json", "application/*", "*/*"):
+            return
+    raise HTTPException(406, f"this resource is served as {DICOM_JSON}")
+
+
 def _json(body: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
 
@@ -194,7 +206,7 @@ def _base(request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}{path[:at] if at >= 0 else router.prefix}"
 
 
-@router.get("/studies")
+@router.get("/studies", dependencies=[Depends(_accepts_json)])
 def search_studies(request: Request) -> Response:
     """QIDO-RS: studies with de-identified outputs; StudyInstanceUID, ModalitiesInStudy,
     StudyDate, limit, offset (other matching keys are not supported and are ignored)."""
@@ -266,13 +278,13 @@ def _instance(request: Request, study: str, series: str, sop: str) -> Output:
     return found[0]
 
 
-@router.get("/studies/{study}/series")
+@router.get("/studies/{study}/series", dependencies=[Depends(_accepts_json)])
 def search_series(study: str, request: Request) -> Response:
     """QIDO-RS: the series of a study's outputs (Modality may filter)."""
     return _json(_page(request, _series_results(request, _study(request, study))))
 
 
-@router.get("/series")
+@router.get("/series", dependencies=[Depends(_accepts_json)])
 def search_all_series(request: Request) -> Response:
     """QIDO-RS: series of every study with outputs (Modality, StudyInstanceUID may filter)."""
     modalities = _values(request, "Modality", "00080060")
@@ -315,13 +327,13 @@ def _instances_json(request: Request, found: Iterable[Output]) -> Response:
     return _json(_page(request, results))
 
 
-@router.get("/studies/{study}/instances")
+@router.get("/studies/{study}/instances", dependencies=[Depends(_accepts_json)])
 def search_study_instances(study: str, request: Request) -> Response:
     """QIDO-RS: every output instance of a study."""
     return _instances_json(request, _study(request, study))
 
 
-@router.get("/studies/{study}/series/{series}/instances")
+@router.get("/studies/{study}/series/{series}/instances", dependencies=[Depends(_accepts_json)])
 def search_instances(study: str, series: str, request: Request) -> Response:
     """QIDO-RS: the output instances of one series."""
     return _instances_json(request, _series(request, study, series))
@@ -379,7 +391,7 @@ def retrieve_study(study: str, request: Request) -> Response:
     return _retrieve(request, _study(request, study))
 
 
-@router.get("/studies/{study}/metadata")
+@router.get("/studies/{study}/metadata", dependencies=[Depends(_accepts_json)])
 def retrieve_study_metadata(study: str, request: Request) -> Response:
     return _metadata(request, _study(request, study))
 
@@ -389,7 +401,7 @@ def retrieve_series(study: str, series: str, request: Request) -> Response:
     return _retrieve(request, _series(request, study, series))
 
 
-@router.get("/studies/{study}/series/{series}/metadata")
+@router.get("/studies/{study}/series/{series}/metadata", dependencies=[Depends(_accepts_json)])
 def retrieve_series_metadata(study: str, series: str, request: Request) -> Response:
     return _metadata(request, _series(request, study, series))
 
@@ -399,7 +411,7 @@ def retrieve_instance(study: str, series: str, sop: str, request: Request) -> Re
     return _retrieve(request, [_instance(request, study, series, sop)])
 
 
-@router.get("/studies/{study}/series/{series}/instances/{sop}/metadata")
+@router.get("/studies/{study}/series/{series}/instances/{sop}/metadata", dependencies=[Depends(_accepts_json)])
 def retrieve_instance_metadata(study: str, series: str, sop: str, request: Request) -> Response:
     return _metadata(request, [_instance(request, study, series, sop)])
 
