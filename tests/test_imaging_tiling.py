@@ -285,3 +285,13 @@ def test_tiles_are_told_they_are_regions_and_their_repeated_prose_is_kept_once()
     assert "enlarged region" not in echo.asked[0] and all("enlarged region" in a for a in echo.asked[1:])
     assert result.free_text == ("No acute abnormality.",) and result.trace == ("Looked twice.",)
     assert Context().tile == 0
+
+
+def test_a_transform_with_an_offset_maps_into_its_region_and_refuses_negative_offsets() -> None:
+    from apolo_node.imaging import Transform
+
+    t = Transform(columns=400, rows=300, width=200, height=150, left=1000, top=2000)
+    assert t.fraction_to_source((0.5, 0.5, 2.0, 1.0)) == (1200.0, 2150.0, 1400.0, 2300.0)  # clipped to it
+    assert t.model_to_source(100, 75) == (1200.0, 2150.0)
+    with pytest.raises(ValueError, match="offsets >= 0"):
+        Transform(columns=4, rows=3, width=2, height=1, left=-1)

@@ -159,6 +159,8 @@ def test_qwen_resized_follows_smart_resize(size: tuple[int, int], resized: tuple
         ("/srv/weights/c", {"model_type": "deepseek_vl_v2"}, "deepseek_vl2"),
         ("/srv/weights/d", {"architectures": ["Qwen3VLForConditionalGeneration"]}, "qwen3_vl"),
         ("/srv/weights/e", {"model_type": "llava"}, "apolo"),
+        ("/srv/qwen2.5-vl-runs/weights/llava-ft", {"model_type": "llava"}, "apolo"),  # where, not what
+        ("C:\\models\\MedMO-4B", None, "medmo"),
         ("google/medgemma-4b-it", None, "apolo"),
         ("", {"model_type": 3, "architectures": "x"}, "apolo"),
     ],

@@ -32,6 +32,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from apolo_node.config import VISION_PROFILES
@@ -140,9 +141,13 @@ NAMES = (
 
 
 def detect(name: str, config: Mapping[str, Any] | None = None) -> Profile:
-    """The profile a model's name or its config.json points to; ours when neither says."""
+    """The profile a model's name or its config.json points to; ours when neither says.
+
+    Only the name's last two parts count ("org/name" of a hub id, "parent/folder" of a path),
+    so a folder's location does not name its weights."""
+    tail = "/".join(PurePosixPath((name or "").replace("\\", "/")).parts[-2:])
     for pattern, profile in NAMES:
-        if pattern.search(name or ""):
+        if pattern.search(tail):
             return PROFILES[profile]
     if isinstance(config, Mapping):
         model_type = config.get("model_type")
