@@ -308,3 +308,17 @@ def test_output_path_refuses_a_link_out_of_clean_and_allows_a_clean_file(tmp_pat
     with pytest.raises(NotServed, match="not an output"):
         output_path(tmp_path, "clean/s/link.dcm")
     assert output_path(tmp_path, "clean/s/ok.dcm").read_bytes() == b"clean"
+
+
+def test_metadata_leaves_large_binary_values_out_and_keeps_small_ones(tmp_path: Path) -> None:
+    from apolo_node.catalog.dicomweb import IMAGE, OutputFile
+    from apolo_node.web.outputs import Output, metadata_json
+
+    ds = ct_slice(study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid(), number=1,
+                  marker="X")
+    ds.add_new(0x60003000, "OW", b"\x01" * 100_000)  # an overlay's bits: bulk data
+    ds.add_new(0x00091010, "OB", b"\x02" * 16)  # small: inline
+    del ds.PixelData
+    out = metadata_json(Output(OutputFile("1.2", "1.3", IMAGE, "clean/a/b.dcm", "1.4", "CT"), tmp_path, ds), "U")
+    assert "60003000" not in out and out["00091010"]["InlineBinary"]
+    assert out["7FE00010"] == {"vr": "OW", "BulkDataURI": "U"} and out["00280010"]["Value"] == [64]

@@ -129,13 +129,13 @@ def instance_json(o: Output, url: str) -> dict[str, Any]:
 
 
 def metadata_json(o: Output, frames_url: str) -> dict[str, Any]:
-    """The whole header as DICOM JSON; Pixel Data (and any binary value over 64 KiB) as a
-    BulkDataURI: the instance's frames."""
+    """The whole header as DICOM JSON: Pixel Data as a BulkDataURI (the instance's frames), any
+    other top-level binary value over 64 KiB left out (bulk data this node does not serve)."""
     with disable_value_validation():
-        out = o.header.to_json_dict(
-            bulk_data_threshold=INLINE_BINARY_LIMIT, bulk_data_element_handler=lambda _e: frames_url
-        )
-    if "PixelData" not in o.header and "Rows" in o.header:  # stop_before_pixels left it out
+        out = o.header.to_json_dict(bulk_data_threshold=1 << 62)
+    for tag in [t for t, attr in out.items() if len(attr.get("InlineBinary", "")) > INLINE_BINARY_LIMIT * 4 // 3]:
+        del out[tag]
+    if "Rows" in o.header:  # an image: stop_before_pixels left its Pixel Data out of the header
         out["7FE00010"] = {"vr": "OW", "BulkDataURI": frames_url}
     return out
 
