@@ -234,3 +234,38 @@ def test_a_client_that_goes_away_mid_part_leaves_no_scraps(node: Stow) -> None:
         time.sleep(0.05)
     assert list(tmp.iterdir()) == [] and node.stored() == 0
     assert stow(node.base, related(node.instance())).status_code == 200  # and it keeps serving
+
+
+@pytest.mark.peers
+@pytest.mark.usefixtures("need_dcmtk")
+def test_stow_and_c_store_catalogue_instances_alike(node: Stow, tmp_path: Path) -> None:
+    """One instance by dcmtk's storescu, its sibling by STOW-RS: the same kind of row (study,
+    series, class, syntax, spool path); each sent again the other way is kept once."""
+    from apolo_node.receive.scp import StorageSCP
+    from tests.peers import storescu
+
+    scp = StorageSCP(node.cfg.receive, InstanceStore(
+        Spool(node.cfg.spool_root), node.engine, mapper(node.cfg), Limits.from_settings(node.cfg.receive)))
+    scp.start()
+    try:
+        study, series = generate_uid(), generate_uid()
+        files = []
+        for n in (1, 2):
+            ds = ct_slice(study_uid=study, series_uid=series, sop_uid=generate_uid(), number=n, marker=node.marker)
+            ds.save_as(tmp_path / f"{n}.dcm", enforce_file_format=True)
+            files.append(tmp_path / f"{n}.dcm")
+        storescu(files[0], node.cfg.receive.port)
+        assert stow(node.base, related(files[1].read_bytes())).status_code == 200
+        with node.engine.connect() as conn:
+            rows = conn.execute(select(
+                Instance.study_id, Instance.series_id, Instance.sop_class_uid, Instance.transfer_syntax_uid,
+                Instance.sop_instance_uid, Instance.path, Instance.state,
+            ).order_by(Instance.id)).all()
+        assert len(rows) == 2 and rows[0][:4] == rows[1][:4] and {r.state for r in rows} == {"received"}
+        pseudo = mapper(node.cfg)
+        assert [r.path for r in rows] == [f"incoming/{pseudo(study)}/{r.sop_instance_uid}.dcm" for r in rows]
+        storescu(files[1], node.cfg.receive.port)
+        again = stow(node.base, related(files[0].read_bytes()))
+        assert again.status_code == 200 and node.stored() == 2
+    finally:
+        scp.stop()
