@@ -295,3 +295,22 @@ def test_a_transform_with_an_offset_maps_into_its_region_and_refuses_negative_of
     assert t.model_to_source(100, 75) == (1200.0, 2150.0)
     with pytest.raises(ValueError, match="offsets >= 0"):
         Transform(columns=4, rows=3, width=2, height=1, left=-1)
+
+
+def test_a_colour_frame_is_tiled_with_its_colours() -> None:
+    ds = radiograph(600, [])
+    rgb = np.zeros((600, 600, 3), np.uint8)
+    rgb[:300, :300], rgb[:300, 300:] = (200, 30, 30), (30, 30, 200)  # red, blue
+    rgb[300:, :300], rgb[300:, 300:] = (30, 200, 30), (220, 220, 220)  # green, white
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    del ds.WindowCenter, ds.WindowWidth
+    ds.PixelData = rgb.tobytes()
+    whole, *tiles = model_images(ds, max_pixels=40_000, tiling="always", max_tiles=4)
+    assert len(tiles) >= 2 and all(t.values is None and t.image.mode == "RGB" for t in tiles)
+    for tile in tiles:  # each tile shows the colours of its own region of the source
+        t = tile.transform
+        source = rgb[t.top : t.top + t.rows, t.left : t.left + t.columns].reshape(-1, 3).mean(axis=0)
+        assert np.asarray(tile.image).reshape(-1, 3).mean(axis=0) == pytest.approx(source, abs=3)
+    means = {tuple(np.asarray(t.image).reshape(-1, 3).mean(axis=0).round()) for t in tiles}
+    assert len(means) == len(tiles)  # every tile shows another part, so the check above means something
