@@ -322,3 +322,23 @@ def test_metadata_leaves_large_binary_values_out_and_keeps_small_ones(tmp_path: 
     out = metadata_json(Output(OutputFile("1.2", "1.3", IMAGE, "clean/a/b.dcm", "1.4", "CT"), tmp_path, ds), "U")
     assert "60003000" not in out and out["00091010"]["InlineBinary"]
     assert out["7FE00010"] == {"vr": "OW", "BulkDataURI": "U"} and out["00280010"]["Value"] == [64]
+
+
+def test_frames_of_a_compressed_image_are_its_own_fragments(tmp_path: Path) -> None:
+    from pydicom.encaps import get_frame
+    from pydicom.uid import RLELossless
+
+    from apolo_node.catalog.dicomweb import IMAGE, OutputFile
+    from apolo_node.web.outputs import NotServed, frames, load
+
+    ds = ct_slice(study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid(), number=1,
+                  marker="X")
+    ds.compress(RLELossless)
+    (tmp_path / "clean" / "s").mkdir(parents=True)
+    ds.save_as(tmp_path / "clean" / "s" / "i.dcm", enforce_file_format=True)
+    out = load(tmp_path, OutputFile("1.2", "1.3", IMAGE, "clean/s/i.dcm", "1.4", "CT"))
+    [(media, data)] = frames(out, [1])
+    assert media == f"application/octet-stream; transfer-syntax={RLELossless}"
+    assert data == get_frame(ds.PixelData, 0, number_of_frames=1)
+    with pytest.raises(NotServed, match="no such frame"):
+        frames(out, [2])
