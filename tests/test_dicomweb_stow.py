@@ -4,6 +4,7 @@ serving, and nothing half-written is left; plus the multipart reader on its own.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,3 +270,27 @@ def test_stow_and_c_store_catalogue_instances_alike(node: Stow, tmp_path: Path) 
         assert again.status_code == 200 and node.stored() == 2
     finally:
         scp.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("APOLO_TEST_SLOW") != "1", reason="slow (168 requests): set APOLO_TEST_SLOW=1")
+def test_pydicom_test_files_get_the_same_verdict_by_stow_as_by_the_store(tmp_path: Path) -> None:
+    import pydicom.data
+
+    from tests.conftest import make_config
+
+    stows, direct = make_config(tmp_path / "a"), make_config(tmp_path / "b")
+    engines = [upgraded_engine(c) for c in (stows, direct)]
+    stores = [InstanceStore(Spool(c.spool_root), e, mapper(c), Limits.from_settings(c.receive))
+              for c, e in zip((stows, direct), engines)]
+    folder = Path(pydicom.data.__file__).parent / "test_files"
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".dcm", ""))
+    assert len(files) > 100
+    try:
+        with serving(bare_app(DicomWeb.from_config(stows, engines[0], stores[0]))) as base:
+            for path in files:
+                raw = path.read_bytes()
+                assert (stow(base, related(raw)).status_code == 200) == stores[1].store(raw).ok, path.name
+    finally:
+        for e in engines:
+            e.dispose()
