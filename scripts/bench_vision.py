@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Vision stage benchmark: images per second and per-image latency with each backend, and the
-overhead of our code (decoding, LUTs, scaling, parsing, mapping boxes) against the bare backend.
+overhead of our code (decoding, LUTs, scaling, parsing, mapping boxes) against the bare backend,
+and the cost of tiling a big radiograph (``[vision] tiling``).
 
 For each backend available here, in the same run and on the same images:
 
@@ -11,6 +12,10 @@ For each backend available here, in the same run and on the same images:
 Backends: ``baseline`` always; ``tiny`` (a random-weight Qwen2.5-VL built locally, as the tests
 use) when torch and transformers are installed; ``--model PATH_OR_ID`` a real transformers model
 (on a GPU machine); ``--openai-url URL --openai-model NAME`` a running OpenAI-compatible server.
+
+``tiling``: the stage with the baseline on one 4096x4096 DX, ``tiling = off`` against the default
+``auto`` (the whole view plus its tiles, boxes merged): images shown and seconds per frame. With a
+model the cost grows with the images shown (1 + tiles).
 
     .venv/bin/python scripts/bench_vision.py [--images 32] [--rounds 3] [--size 512]
 """
@@ -80,6 +85,22 @@ def bench(name: str, backend: VisionBackend, settings: VisionSettings, datasets:
     )
 
 
+def bench_tiling(rounds: int) -> None:
+    from tests.test_imaging_tiling import radiograph
+
+    ds = radiograph(4096, [(2901, 1303, 12)])
+    for tiling in ("off", "auto"):
+        settings = VisionSettings(tiling=tiling)
+        shown = 0
+
+        def stage() -> None:
+            nonlocal shown
+            shown = look(BaselineBackend(), [ds], settings).images
+
+        s = statistics.median(timed(stage, rounds))
+        print(f"tiling {tiling:4s} 4096x4096 DX, baseline: {shown} images shown, {s:6.2f} s/frame")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=32, help="CT slices per round")
@@ -99,6 +120,7 @@ def main() -> None:
                           max_new_tokens=args.max_new_tokens, device=args.device)
     datasets = slices(args.images)
     bench("baseline", BaselineBackend(), base, datasets, args.rounds)
+    bench_tiling(args.rounds)
 
     from apolo_node.vision import transformers_backend
 
