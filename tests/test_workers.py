@@ -27,7 +27,7 @@ from apolo_node.pipeline.stages import StageWorker
 from tests.conftest import fresh_postgres_database, make_config
 from tests.fleet import WorkerProcess, events, statuses
 from tests.nodes import ServeProcess, upgraded_engine
-from tests.peers import LOCALHOST, Storescp, stop_process, storescu, wait_until
+from tests.peers import LOCALHOST, Storescp, start_storescu, stop_process, wait_until
 from tests.synthetic import write_study
 from tests.test_catalog import rec
 
@@ -62,12 +62,17 @@ def run_fleet(
     with ServeProcess(cfg, logs[0]):
         fleet = [WorkerProcess(cfg, stage, log) for stage, log in zip(stages, logs[1:])]
         try:
-            wait_until(lambda: all(w.started() for w in fleet), what="the workers", timeout=60)
+            wait_until(lambda: all(w.started() for w in fleet), what="the workers", timeout=120)
             victim = fleet[stages.index("deidentify")]
-            storescu([f for s in studies for f in s.files], cfg.receive.port)
-            wait_until(lambda: victim.holds(engine), what="the victim to hold a job", timeout=60, interval=0.02)
-            victim.proc.send_signal(signal.SIGKILL)
-            victim.proc.wait(timeout=10)
+            sender = start_storescu([f for s in studies for f in s.files], cfg.receive.port)
+            try:  # the kill lands while studies still arrive and are worked
+                wait_until(lambda: victim.holds(engine), what="the victim to hold a job", timeout=60, interval=0.02)
+                victim.proc.send_signal(signal.SIGKILL)
+                victim.proc.wait(timeout=10)
+                out, _ = sender.communicate(timeout=300)
+                assert sender.returncode == 0, out
+            finally:
+                stop_process(sender)
             final = "sent" if pacs is not None else "reported"
             wait_until(
                 lambda: statuses(engine) == [final] * n_studies,
@@ -133,7 +138,7 @@ def test_three_workers_and_serve_report_every_study_once_with_one_killed(
 @pytest.mark.skipif(not SLOW, reason="APOLO_TEST_SLOW=1: 100 studies on nine processes and a PACS")
 def test_eight_workers_on_a_hundred_studies_sent_back_once(tmp_path: Path, postgres_url: str) -> None:
     with Storescp(tmp_path / "pacs", extra_args=["-uf"]) as pacs:  # unique names: a copy is a file
-        cfg = fleet_config(tmp_path, postgres_url, lease=5.0, pacs=pacs)
+        cfg = fleet_config(tmp_path, postgres_url, lease=15.0, pacs=pacs)
         stages = ["deidentify"] * 3 + ["describe"] * 3 + ["send"] * 2
         run_fleet(tmp_path, cfg, stages, n_studies=100, per_series=3, pacs=pacs)
 

@@ -52,7 +52,13 @@ def claim(
     now: dt.datetime | None = None,
     max_attempts: int = 5,
 ) -> ClaimedJob | None:
-    """Take the oldest pending job of ``kind`` (or one whose lease ran out), or None."""
+    """Take the oldest pending job of ``kind`` (or one whose lease ran out), or None.
+
+    The lease is counted from the moment of the claim, not from ``now`` (a process that waited
+    for the CPU or the lock between the two would otherwise take a job whose lease already ran
+    out, for another worker to take again); ``now`` given explicitly (tests) counts as that moment.
+    """
+    fixed = now is not None
     now = now or utcnow()
     earlier = aliased(Job)
     unfinished = (JobState.PENDING.value, JobState.CLAIMED.value)
@@ -95,7 +101,7 @@ def claim(
                 )
             )
             return None
-        lease_until = now + dt.timedelta(seconds=lease)
+        lease_until = (now if fixed else utcnow()) + dt.timedelta(seconds=lease)
         conn.execute(
             update(Job).where(Job.id == job_id).values(
                 state=JobState.CLAIMED.value,
@@ -114,8 +120,8 @@ def _owned(job: ClaimedJob, worker: str):  # type: ignore[no-untyped-def]
 
 def heartbeat(engine: Engine, job: ClaimedJob, worker: str, lease: float) -> bool:
     """Extend the lease; False if the job is no longer this worker's."""
-    now = utcnow()
     with engine.begin() as conn:
+        now = utcnow()  # after BEGIN: a wait for the lock does not shorten the lease
         return bool(
             conn.execute(
                 update(Job).where(_owned(job, worker)).values(
@@ -129,8 +135,8 @@ def renew_claims(engine: Engine, worker_prefix: str, lease: float) -> int:
     """Extend the lease of every job held by workers whose names start with ``worker_prefix``
     (one process's: ``host:pid:``); how many. A process that dies renews nothing, so its jobs
     are taken over once their leases end; one that lives keeps them however long a job takes."""
-    now = utcnow()
     with engine.begin() as conn:
+        now = utcnow()
         return int(
             conn.execute(
                 update(Job)

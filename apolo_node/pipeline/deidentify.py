@@ -172,8 +172,8 @@ def run_once(
     except Exception as exc:  # a bug or the disk: the study fails with the error's kind only
         reason = f"de-identification failed ({type(exc).__name__})"
         log.error("job.failed", exc_info=True, extra={"fields": {"job": job.id, "study_uid": job.study_uid}})
-        jobs.fail(engine, job, worker, reason)
-        fail_study(engine, job.study_id, reason)
+        if jobs.fail(engine, job, worker, reason):  # else another worker holds it now
+            fail_study(engine, job.study_id, reason)
         return True
     jobs.finish(engine, job, worker)
     return True

@@ -157,8 +157,8 @@ def run_once(
         reason = f"vision stage failed ({type(exc).__name__})"
         log.error("job.failed", exc_info=True, extra={"fields": {"job": job.id, "study_uid": job.study_uid}})
         if job.attempts >= MAX_ATTEMPTS:
-            jobs.fail(engine, job, worker, reason)
-            fail_study(engine, job.study_id, reason, from_status=StudyStatus.DEIDENTIFIED)
+            if jobs.fail(engine, job, worker, reason):  # else another worker holds it now
+                fail_study(engine, job.study_id, reason, from_status=StudyStatus.DEIDENTIFIED)
         # else: left claimed; once its lease runs out it is claimed again (a server may be back)
         return True
     jobs.finish(engine, job, worker)

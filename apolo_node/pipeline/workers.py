@@ -37,7 +37,7 @@ def keep_leases(engine: Engine, lease: float, stop: threading.Event, log: loggin
     prefix = process_prefix()
     while not stop.wait(lease / 3):
         try:
-            jobs.renew_claims(engine, prefix, lease)
+            event(log, "lease.renewed", logging.DEBUG, jobs=jobs.renew_claims(engine, prefix, lease))
         except Exception:  # the catalog briefly unavailable: the next round tries again
             log.warning("lease.renew_failed", exc_info=True)
 
