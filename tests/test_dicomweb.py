@@ -3,7 +3,6 @@ QIDO-RS / WADO-RS over the node's de-identified outputs only, with dicomweb-clie
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import threading
@@ -21,7 +20,7 @@ from fastapi import FastAPI
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from sqlalchemy import Engine, update
+from sqlalchemy import update
 
 from apolo_node.catalog.models import Instance
 from apolo_node.catalog.records import list_studies
