@@ -37,6 +37,9 @@ CAUGHT = [
     ("Compare with Mary Smith's prior CT", ["Mary", "Smith"], NAME),
     ("nodule in patient John Doe?", ["John", "Doe"], NAME),
     ("any fracture for Mr. Xanthopoulos", ["Xanthopoulos"], NAME),
+    ("Mrs. O'Brien has a mass", ["O'Brien"], NAME),
+    ("Dr. Kowalczyk ordered a CT", ["Kowalczyk"], NAME),
+    ("John's nodule, bigger?", ["John"], NAME),
     ("prior of DOE^JANE?", ["DOE^JANE"], NAME),
     ("姓名：张三 有骨折吗", ["张三"], NAME),
     ("MRN 12345678 metal?", ["12345678"], PATIENT_ID),
@@ -46,6 +49,7 @@ CAUGHT = [
     ("DOB 1961-03-12 any lesion?", ["1961-03-12"], BIRTH_DATE),
     ("born on 12 March 1961, any lesion?", ["12 March 1961"], BIRTH_DATE),
     ("call 555-123-4567 about the nodule", ["555-123-4567"], PHONE),
+    ("SSN 123-45-6789 any nodule", ["123-45-6789"], PATIENT_ID),
     ("call +1 (555) 123 4567 about the nodule", ["+1 (555) 123 4567"], PHONE),
     ("mail jane.doe@example.org the effusion", ["jane.doe@example.org"], EMAIL),
     ("pneumothorax in 1234567?", ["1234567"], NUMBER),
@@ -58,6 +62,10 @@ KEPT = [
     "Compare study 2.25.123456789012345678901234567 with the prior",  # a pseudonymous UID
     "6 mm nodule at T12 and L4-L5, grade 2, 12.5 mm2",
     "MRN unknown: any metal?",  # a cue without a value holding a digit
+    "Did patient CT show a nodule? Patient MRI of the HEAD?",  # modalities after a name cue
+    "Any change between 03/12/2021 and 2024-01-10?",  # dates without a birth cue
+    "Which accession numbers were sent back for the CT?",
+    "nodule @ right upper lobe, DOB unknown",  # no e-mail address, no date after the birth cue
     "有金属吗？",
 ]
 

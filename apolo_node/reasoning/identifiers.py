@@ -58,12 +58,15 @@ NOT_NAMES = frozenset(w.upper() for w in (
 UID = r"(?<![\w.])[0-2](?:\.\d+){2,}(?![\w.])"
 MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
          r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
-DATE = (
-    r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|(?:19|20)\d{6}"
-    rf"|\d{{1,2}}\s+{MONTH}\s*,?\s*\d{{4}}|{MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?\s*,?\s*\d{{4}}"
-    r"|\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*日?)"
+DAY, MONTH_NUMBER, YEAR = r"(?:0?[1-9]|[12]\d|3[01])", r"(?:0?[1-9]|1[0-2])", r"(?:19|20)\d{2}"
+DATE = (  # only what can be a date: "123-45-6789" is no date, so it is left to the phone rule
+    rf"(?<!\d)(?:{YEAR}[-/.]{MONTH_NUMBER}[-/.]{DAY}|{DAY}[-/.]{DAY}[-/.](?:{YEAR}|\d{{2}})"
+    rf"|{YEAR}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
+    rf"|{DAY}\s+{MONTH}\s*,?\s*{YEAR}|{MONTH}\s+{DAY}(?:st|nd|rd|th)?\s*,?\s*{YEAR}"
+    rf"|{YEAR}\s*年\s*{MONTH_NUMBER}\s*月\s*{DAY}\s*日?)(?!\d)"
 )
 CUE_VALUE = r"\s*(?:#|no\.?|nr\.?|number|is|of|[:=：])?\s*(?:#|[:=：])?\s*"
+NAME_WORD = r"(?![A-Z]{1,3}(?![A-Za-z'-]))[A-Z][A-Za-z'-]{1,40}"  # "O'Brien", "McDonald"; not "CT" or "MR"
 CODE_VALUE = r"(?=[A-Za-z-]{0,39}\d)([A-Za-z0-9][A-Za-z0-9-]{1,39})(?![\w-])"  # holds a digit
 
 # (kind, pattern, group): KEEP spans are claimed and left as typed; others replaced.
@@ -76,17 +79,20 @@ RULES: tuple[tuple[str, re.Pattern[str], int], ...] = (
         rf"\s*[:=：]?\s*({DATE})"), 1),
     (PATIENT_ID, re.compile(
         r"(?i)(?:\bmrn|\bmedical\s+record(?:\s+number)?|\bpatient\s*(?:id|number|no)|\bpid|\bhospital\s+number"
+        r"|\bssn|\bsocial\s+security(?:\s+number)?"
         rf"|\bchart(?:\s+number)?|\bid|病历号|住院号|患者编号|病案号){CUE_VALUE}{CODE_VALUE}"), 1),
     (ACCESSION, re.compile(rf"(?i)(?:\baccession|\bacc\.?|检查号){CUE_VALUE}{CODE_VALUE}"), 1),
     (NAME, re.compile(
-        r"(?:\b(?:[Mm]r|[Mm]rs|[Mm]s|[Mm]iss|[Mm]ister|[Pp]atient|[Pp]t|[Nn]amed|[Cc]alled|[Nn]ame\s+is|[Nn]ame)"
-        r"\.?\s*:?\s+)((?:[A-Z][a-z'-]{1,40}|[A-Z]{2,40})(?:\s+(?:[A-Z][a-z'-]{1,40}|[A-Z]{2,40})){0,2})"), 1),
+        r"(?:\b(?:[Mm]r|[Mm]rs|[Mm]s|[Mm]iss|[Mm]ister|[Dd]r|[Dd]octor|[Pp]rof|[Pp]atient|[Pp]t|[Nn]amed|[Cc]alled"
+        r"|[Nn]ame\s+is|[Nn]ame)\.?\s*:?\s+)"
+        rf"({NAME_WORD}(?:,?\s+{NAME_WORD}){{0,2}})"), 1),
     (NAME, re.compile(r"姓名\s*[:：]?\s*([\u4e00-\u9fff]{2,4})"), 1),
     (KEEP, re.compile(DATE, re.IGNORECASE), 0),
     (PHONE, re.compile(
         r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,5}(?:[\s.-]\d{2,5}){1,4}(?![\w.])"), 0),
     (NUMBER, re.compile(r"(?<![\w.])(?=[A-Za-z-]*\d(?:[A-Za-z-]*\d){5})[A-Za-z0-9-]{6,40}(?![\w.])"), 0),
 )
+POSSESSIVE = re.compile(r"'s$", re.IGNORECASE)
 WORD = re.compile(r"[A-Za-z][A-Za-z0-9'-]*")  # a whole token: no part of a surname left behind
 
 
@@ -130,12 +136,12 @@ def _spans(text: str) -> Iterator[tuple[int, int, str]]:
     names = given_names()
     words = list(WORD.finditer(text))
     for k, word in enumerate(words):
-        value = word.group(0)
+        value = POSSESSIVE.sub("", word.group(0))
         if value[0].isupper() and value.upper() in names and not _is_acronym_of_known(value):
             yield word.start(), word.end(), NAME
             after = words[k + 1] if k + 1 < len(words) else None
             if after and after.group(0)[0].isupper() and text[word.end():after.start()].strip() == "" \
-                    and after.group(0).upper() not in NOT_NAMES:
+                    and POSSESSIVE.sub("", after.group(0)).upper() not in NOT_NAMES:
                 yield after.start(), after.end(), NAME
 
 
