@@ -113,8 +113,11 @@ def test_planted_identifiers_reach_neither_catalog_nor_logs_nor_the_answer_serve
         cfg = config_mod.replace(cfg, reasoning={"semantic": False, "backend": "openai", "model": "test-model",
                                                  "url": server.url}, log={"level": "DEBUG"})
         done = apolo(cfg, "ask", question_with(p), "--json")
+        table = apolo(cfg, "ask", question_with(p))
         sent = json.dumps([r.json for r in server.requests])
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and table.returncode == 0, done.stderr + table.stderr
+    assert ("note: identifiers replaced by placeholders before the question was stored or sent: name, patient ID, "
+            "accession number, phone number, e-mail address") in " ".join(table.stdout.split())
     shown = json.loads(done.stdout)
     assert shown["identifiers_replaced"] == [NAME, PATIENT_ID, ACCESSION, PHONE, EMAIL]
     assert "[NAME] [NAME] (MRN [PATIENT-ID]" in shown["question"] and "pneumothorax" in sent
@@ -123,7 +126,8 @@ def test_planted_identifiers_reach_neither_catalog_nor_logs_nor_the_answer_serve
         stored = json.dumps([db.execute(f'SELECT * FROM "{t}"').fetchall() for t in tables], ensure_ascii=False, default=repr)
     assert "[PATIENT-ID]" in stored  # the question was stored, scrubbed
     for name, value in p.items():
-        for place, text in (("catalog", stored), ("logs", done.stderr), ("output", done.stdout), ("request", sent)):
+        for place, text in (("catalog", stored), ("logs", done.stderr + table.stderr),
+                            ("output", done.stdout + table.stdout), ("request", sent)):
             assert value.lower() not in text.lower(), f"{name} in {place}"
 
 
