@@ -102,11 +102,12 @@ def multilingual() -> embedding.MultilingualEmbedder:
 
 
 @pytest.mark.parametrize(("question", "label"), [("有气胸吗？", "Pneumothorax"), ("脑部有病变吗？", "Lesion"),
+                                                 ("有金属吗？", "Metal"),
                                                  ("Есть ли плевральный выпот?", "Pleural effusion")])
 def test_the_multilingual_model_ranks_findings_for_questions_in_other_languages(
     engine: Engine, multilingual: embedding.MultilingualEmbedder, question: str, label: str
 ) -> None:
-    three_studies(engine)
+    with_metal(engine)
     found = Retriever(engine, limit=3, embedder=multilingual).retrieve(question, Filters())
     assert found.mode == retrieval.SEMANTIC and found.evidence[0].finding.label == label
 
