@@ -78,8 +78,9 @@ def test_a_tiny_local_qwen2_5_vl_reports_a_real_deidentified_study(
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = tiny_qwen2_5_vl(tmp_path / "tiny-qwen")
+    # tiling off: the 256x256 slice is over 4 x this tiny budget, and would be tiled too
     cfg = config_mod.replace(cfg, vision={"backend": "transformers", "model": str(model), "device": "cpu",
-                                          "max_new_tokens": 24, "max_pixels": 112 * 112})
+                                          "max_new_tokens": 24, "max_pixels": 112 * 112, "tiling": "off"})
     stored, sr = ingest_one_slice(cfg, tmp_path / "in", new_marker())
     assert stored.record.images == 1
     assert stored.record.algorithm.name == "tiny-qwen"
