@@ -172,15 +172,15 @@ def test_a_live_process_keeps_its_leases_and_no_other_process_s(engine: Engine) 
     for study in ("2.25.71", "2.25.72"):
         record_instance(engine, rec(study, study + "1", study + "11"), now=t0)
     queue_stable_studies(engine, 30, now=t0 + dt.timedelta(seconds=31))
-    ours = jobs.claim(engine, "deidentify", workers.worker_name("deid", 0), lease=2.0)
-    theirs = jobs.claim(engine, "deidentify", "elsewhere_host:1:deid0", lease=2.0)
+    ours = jobs.claim(engine, "deidentify", workers.worker_name("deid", 0), lease=3.0)
+    theirs = jobs.claim(engine, "deidentify", "elsewhere_host:1:deid0", lease=1.0)
     assert ours is not None and theirs is not None
     stop = threading.Event()
-    keeper = threading.Thread(target=workers.keep_leases, args=(engine, 1.5, stop, logging.getLogger("t")))
+    keeper = threading.Thread(target=workers.keep_leases, args=(engine, 3.0, stop, logging.getLogger("t")))
     keeper.start()
     try:
         wait_until(lambda: jobs.claim(engine, "deidentify", "taker:2:deid0", 30.0) is not None,
-                   what="the other process's job taken over", timeout=20, interval=0.2)
+                   what="the other process's job taken over", timeout=20, interval=0.1)
     finally:
         stop.set()
         keeper.join()
