@@ -11,7 +11,6 @@ from apolo_node import config as config_mod
 from apolo_node.catalog.answers import answer_by_id, audit_of
 from apolo_node.config import Config, ReasoningSettings
 from apolo_node.reasoning.ask import Filters, UnknownAnswer, ask, refers_back
-from apolo_node.reasoning.backend import Turn
 from apolo_node.reasoning.openai_backend import OpenAIAnswerer
 from tests.nodes import apolo, upgraded_engine
 from tests.openai_server import OpenAIServer
@@ -72,12 +71,25 @@ def test_a_model_gets_the_earlier_turn_in_its_prompt(engine: Engine) -> None:
     assert "the findings it cited are [F1]" in request.messages[3]["content"]
     assert then.answer.citations == first.answer.citations[:1]
 
+    # a follow-up of the follow-up: the model sees the whole conversation, oldest first
+    with OpenAIServer(default_content="No [F1].") as server:
+        answerer = OpenAIAnswerer(server.url, "test-model")
+        try:
+            ask(engine, TEXT_ONLY, "Has it grown?", Filters(), answerer=answerer, follow_up=then.answer_id)
+        finally:
+            answerer.close()
+        [request] = server.requests
+    assert [m["role"] for m in request.messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert [m["content"] for m in request.messages[1:5:2]] == [
+        "Question: Is there a pneumothorax?", "Question: Which side is it on?"]
+    assert request.messages[4]["content"] == "It is on the left."
+    assert answer_by_id(engine, then.answer_id).follows == first.answer_id  # type: ignore[union-attr]
+
 
 def test_the_earlier_answer_text_loses_its_references_only() -> None:
     from apolo_node.reasoning.prompts import earlier_answer
 
-    turn = Turn(3, "q", "A nodule [F1] and an effusion [F2, F3]; see [note].", ())
-    assert earlier_answer(turn) == "A nodule and an effusion; see [note]."
+    assert earlier_answer("A nodule [F1] and an effusion [F2, F3]; see [note].") == "A nodule and an effusion; see [note]."
 
 
 def test_follow_up_on_the_command_line(cfg: Config) -> None:

@@ -41,6 +41,7 @@ __all__ = [
 log = get_logger("reasoning.ask")
 
 QUESTION_MAX = 4000  # characters
+FOLLOW_UP_TURNS = 4  # earlier turns of a conversation a model is shown, the one followed included
 # Words by which a follow-up points at what the earlier answer found ("is it bigger?").
 BACK_REFERENCES = frozenset(["it", "its", "that", "this", "those", "these", "them", "they", "same"])
 BACK_REFERENCES_ZH = ("它", "这个", "那个", "该", "此", "这些", "那些")
@@ -215,7 +216,15 @@ def earlier_turn(engine: Engine, answer_id: int | None) -> Turn | None:
     stored = answer_by_id(engine, answer_id)
     if stored is None:
         raise UnknownAnswer(f"answer {answer_id} is not in the catalog (--follow-up takes the answer_id ask gave)")
-    return Turn(answer_id, stored.question, stored.answer, stored.citations)
+    history: list[tuple[str, str]] = []
+    at = stored.follows
+    while at is not None and len(history) < FOLLOW_UP_TURNS - 1:  # a follow-up of a follow-up ...
+        older = answer_by_id(engine, at)
+        if older is None:
+            break
+        history.append((older.question, older.answer))
+        at = older.follows
+    return Turn(answer_id, stored.question, stored.answer, stored.citations, tuple(reversed(history)))
 
 
 def refers_back(question: str) -> bool:

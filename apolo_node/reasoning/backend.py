@@ -55,6 +55,7 @@ class Turn:
     question: str  # as stored: identifiers already replaced
     answer: str
     citations: tuple[str, ...]  # tracking UIDs the earlier answer cited: what "it" refers to
+    history: tuple[tuple[str, str], ...] = ()  # (question, answer) of the turns before it, oldest first
 
 
 def nothing_found(backend: str) -> Answer:

@@ -80,22 +80,23 @@ def user_prompt(question: str, evidence: Sequence[Evidence], earlier: Turn | Non
     return "\n".join(lines)
 
 
-def earlier_answer(earlier: Turn) -> str:
-    """The earlier answer's text without its own [F..] references (they numbered other evidence)."""
-    return REFERENCES.sub("", earlier.answer).strip()
+def earlier_answer(answer: str) -> str:
+    """An earlier answer's text without its own [F..] references (they numbered other evidence)."""
+    return REFERENCES.sub("", answer).strip()
 
 
 def messages(question: str, evidence: Sequence[Evidence], earlier: Turn | None = None) -> list[dict[str, str]]:
     """The chat: our rules as the system message, the question and evidence as the user's.
 
-    A follow-up puts the earlier turn before it: its question as the user's, its answer as the
-    assistant's.
+    A follow-up puts the earlier turns before it (the one it follows last): each question as
+    the user's, each answer as the assistant's.
     """
     chat = [{"role": "system", "content": SYSTEM_PROMPT}]
     if earlier is not None:
-        chat += [
-            {"role": "user", "content": f"Question: {earlier.question}"},
-            {"role": "assistant", "content": earlier_answer(earlier)},
-        ]
+        for question_then, answer_then in (*earlier.history, (earlier.question, earlier.answer)):
+            chat += [
+                {"role": "user", "content": f"Question: {question_then}"},
+                {"role": "assistant", "content": earlier_answer(answer_then)},
+            ]
     chat.append({"role": "user", "content": user_prompt(question, evidence, earlier)})
     return chat
