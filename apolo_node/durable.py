@@ -41,15 +41,50 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_file(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Create ``path`` (it must not exist) holding ``data``, fsynced; removed again on error."""
+def _syncfs() -> object | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):  # not Linux: os.sync does the work
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNCFS = _syncfs()
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush every file and folder entry of the filesystem holding ``path`` to disk at once.
+
+    For a batch of files written with ``fsync=False``: one flush instead of two per file.
+    Linux's ``syncfs``; elsewhere ``os.sync`` (every filesystem).
+    """
+    if _SYNCFS is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:  # type: ignore[operator]
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs failed: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o600, fsync: bool = True) -> None:
+    """Create ``path`` (it must not exist) holding ``data``, fsynced; removed again on error.
+
+    ``fsync=False`` leaves the flush to one :func:`sync_filesystem` after a whole batch.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
     except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import time
 import tracemalloc
@@ -60,9 +61,10 @@ def test_a_study_is_written_under_pseudonymous_names_with_no_marker(tmp_path):
 class LeakyDeidentifier(Deidentifier):
     """A broken de-identifier (importable by the worker processes) that leaks a name."""
 
-    def __call__(self, ds):
-        out = super().__call__(ds)
-        out.ImageComments = f"for {ds.ReferringPhysicianName}"
+    def __call__(self, ds, *, in_place=False):
+        name = ds.ReferringPhysicianName  # read first: the cleaning may change ds itself
+        out = super().__call__(ds, in_place=in_place)
+        out.ImageComments = f"for {name}"
         return out
 
 
@@ -228,3 +230,33 @@ def test_sequence_depth_counts_match_pydicom_on_its_own_test_files():
         assert file_sequence_depth(path, 1000) == expected, name
         checked += expected > 0
     assert checked >= 3, "some of them have sequences"
+
+
+def test_elements_written_back_as_their_bytes_and_those_that_cannot_be(tmp_path):
+    # Untouched elements of an explicit VR file are written back raw (not decoded and encoded
+    # again); a file that declares explicit VR but holds implicit VR elements (as some vendor
+    # files do) has them decoded and written with their VR, not written raw without one.
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    marker = new_marker()
+    ds = ct_slice(study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid(),
+                  number=1, marker=marker)
+    explicit = tmp_path / "explicit.dcm"
+    ds.save_as(explicit, enforce_file_format=True)
+    mislabelled = tmp_path / "mislabelled.dcm"
+    fp = DicomBytesIO()
+    fp.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(fp, ds.file_meta)  # says Explicit VR Little Endian
+    fp.is_implicit_VR, fp.is_little_endian = True, True
+    write_dataset(fp, ds)  # but the data set is implicit VR
+    mislabelled.write_bytes(fp.getvalue())
+    deid = Deidentifier(KEY.encode(), config.Config().deid.options)
+    for path in (explicit, mislabelled):
+        clean = examine_file(path, deid)
+        out = dcmread(io.BytesIO(clean.encoded))
+        assert out.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+        assert list(out.ImageType) == list(ds.ImageType) and out.Rows == ds.Rows
+        assert out["ImageType"].VR == "CS" and out["Rows"].VR == "US"
+        assert out.PatientIdentityRemoved == "YES"
+        assert marker.encode() not in clean.encoded.upper()

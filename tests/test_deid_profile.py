@@ -128,3 +128,30 @@ def test_safe_private_keeps_only_listed_elements_of_their_creator():
     assert profile.action_for(0x00191008, "CS", "SIEMENS MR HEADER") is Action.REMOVE
     assert profile.action_for(0x00190010, "LO") is Action.SAFE_PRIVATE
     assert Profile([]).action_for(0x0019100C, "IS", "SIEMENS MR HEADER") is Action.REMOVE
+
+
+def test_our_method_codes_are_pydicoms_cid_7050_codes():
+    from pydicom.sr.codedict import codes
+
+    from apolo_node.deid.profile import _CODES, BASIC_PROFILE_CODE
+
+    names = {
+        Option.CLEAN_PIXEL_DATA: "CleanPixelDataOption",
+        Option.CLEAN_GRAPHICS: "CleanGraphicsOption",
+        Option.CLEAN_STRUCTURED_CONTENT: "CleanStructuredContentOption",
+        Option.CLEAN_DESCRIPTORS: "CleanDescriptorsOption",
+        Option.RETAIN_LONG_FULL_DATES: "RetainLongitudinalTemporalInformationFullDatesOption",
+        Option.RETAIN_LONG_MODIFIED_DATES: "RetainLongitudinalTemporalInformationModifiedDatesOption",
+        Option.RETAIN_PATIENT_CHARS: "RetainPatientCharacteristicsOption",
+        Option.RETAIN_DEVICE_IDENTITY: "RetainDeviceIdentityOption",
+        Option.RETAIN_UIDS: "RetainUidsOption",
+        Option.RETAIN_SAFE_PRIVATE: "RetainSafePrivateOption",
+        Option.RETAIN_INSTITUTION_IDENTITY: "RetainInstitutionIdentityOption",
+    }
+    assert set(_CODES) == set(Option) == set(names)
+    pairs = [(o.code, getattr(codes.DCM, names[o])) for o in Option]
+    pairs.append((BASIC_PROFILE_CODE, codes.DCM.BasicApplicationConfidentialityProfile))
+    for ours, theirs in pairs:
+        assert (ours.value, ours.scheme_designator, ours.meaning) == (
+            theirs.value, theirs.scheme_designator, theirs.meaning
+        )

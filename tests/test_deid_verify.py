@@ -332,3 +332,101 @@ def test_the_deid_path_checks_dates_against_the_de_identifiers_own_shift():
     verify_deidentified(ds, out, deid.profile)  # the hole an inferred shift leaves ...
     with pytest.raises(LEAK, match=r"PatientBirthDate\(0010,0030\).*at StudyDate\(0008,0020\)"):
         verify_deidentified(ds, out, deid.profile, days=deid.date_shift(ds))  # ... closed
+
+
+def _read_back(ds: Dataset) -> Dataset:
+    """``ds`` as a file reads: every element raw until it is looked at."""
+    from io import BytesIO
+
+    from pydicom import dcmread
+
+    return dcmread(BytesIO(encode(ds)))
+
+
+def test_an_in_place_clean_is_verified_from_its_snapshot_and_a_raw_element_left_alone_stays_raw():
+    from pydicom.dataelem import RawDataElement
+
+    from apolo_node.deid.verify import snapshot
+
+    marker = new_marker()
+    ds = _read_back(original(marker))
+    deid = Deidentifier(KEY, DEFAULTS)
+    before = snapshot(ds, deid.profile)
+    assert isinstance(ds.get_item(0x00280010), RawDataElement), "the snapshot keeps Rows raw"
+    out = deid(ds, in_place=True)
+    assert out is ds and marker not in str(out.PatientName)
+    verify_deidentified(before, out, deid.profile, encode(out))  # passes
+    assert isinstance(out.get_item(0x00280010), RawDataElement), "written back as its own bytes"
+
+
+def test_a_value_looked_at_before_the_snapshot_is_read_again_after_an_in_place_clean():
+    # Converted before the snapshot, an element is the same object after the clean: its
+    # cleaned value must be read again (not the snapshot's: a false alarm), and a value a
+    # broken action left must still be caught.
+    from apolo_node.deid.verify import snapshot
+
+    deid = Deidentifier(KEY, DEFAULTS)
+    for broken in (False, True):
+        ds = _read_back(original(new_marker()))
+        uid = ds["SOPInstanceUID"]  # converted now, as clean_instance's checks do
+        name = ds["ReferringPhysicianName"]
+        before = snapshot(ds, deid.profile)
+        kept = name.value
+        out = deid(ds, in_place=True)
+        assert out["SOPInstanceUID"] is uid and out["ReferringPhysicianName"] is name
+        if not broken:
+            verify_deidentified(before, out, deid.profile, encode(out))  # remapped UID passes
+            continue
+        name.value = kept  # a broken action that leaves the value
+        with pytest.raises(PHILeakError, match=r"ReferringPhysicianName\(0008,0090\)"):
+            verify_deidentified(before, out, deid.profile, encode(out))
+
+
+def _vendor_files() -> list[str]:
+    """pydicom's test files, and pydicom-data's when that wheel (test extra) is installed."""
+    from pydicom.data import get_testdata_files
+
+    return get_testdata_files("*.dcm")
+
+
+def test_the_fast_text_decoding_equals_pydicoms_on_every_text_element_of_real_files():
+    # The verifier reads raw text elements itself (fast_value) instead of through pydicom:
+    # on every text element of pydicom's vendor files the two must give the same value.
+    from pydicom import dcmread
+    from pydicom.config import disable_value_validation
+    from pydicom.dataelem import RawDataElement
+
+    from apolo_node.deid.verify import _NOT_FAST, _value, fast_value
+
+    compared = vrs = 0
+    seen_vrs: set[str] = set()
+    for path in _vendor_files():
+        with disable_value_validation():
+            try:
+                ds = dcmread(path, force=True)
+            except Exception:
+                continue
+            stack = [ds]
+            while stack:
+                item = stack.pop()
+                for tag in list(item.keys()):
+                    raw = item.get_item(tag)
+                    if not isinstance(raw, RawDataElement):
+                        if getattr(raw, "VR", None) == "SQ":
+                            stack.extend(raw.value or [])
+                        continue
+                    try:
+                        fast = fast_value(item, raw)
+                    except Exception:
+                        continue
+                    if fast is _NOT_FAST:
+                        continue
+                    try:
+                        theirs = _value(item[tag].value)
+                    except Exception:
+                        continue
+                    assert fast == theirs, (path, tag, raw.VR, fast, theirs)
+                    compared += 1
+                    seen_vrs.add(raw.VR)
+    vrs = len(seen_vrs)
+    assert compared > 2000 and vrs >= 10, (compared, seen_vrs)

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from pydicom import __version__ as pydicom_version
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -74,6 +74,22 @@ def element_vr(ds: Dataset, tag: BaseTag) -> str:
         except KeyError:
             vr = vr or "UN"
     return vr.split(" or ")[0]
+
+
+def writes_as_is(stored: object) -> bool:
+    """Whether an element may stay raw (undecoded) and be written back as its own bytes.
+
+    Only an explicit VR little endian element with a definite VR: pydicom writes a raw element
+    without looking at it, and one read from an implicit VR file (or one whose encoding differs
+    from what its file meta declares) would be written with no VR.
+    """
+    return (
+        isinstance(stored, RawDataElement)
+        and stored.is_implicit_VR is False
+        and stored.is_little_endian is True
+        and isinstance(stored.VR, str)
+        and len(stored.VR) == 2
+    )
 
 
 def private_creators(ds: Dataset) -> dict[tuple[int, int], str]:
@@ -129,21 +145,25 @@ class Deidentifier:
         """Pickled as its arguments (for a worker process): the profile is rebuilt there."""
         return (type(self), (self._key, sorted(o.value for o in self.profile.options), self.max_depth))
 
-    def __call__(self, ds: Dataset) -> Dataset:
+    def __call__(self, ds: Dataset, *, in_place: bool = False) -> Dataset:
         """A de-identified copy of ``ds`` (file meta rebuilt, Patient pseudonyms, method recorded).
 
+        ``in_place`` cleans ``ds`` itself and returns it: for a caller that read the file and
+        will not look at the original again (a copy of a CT slice costs as much as its cleaning).
         Raises :class:`~apolo_node.deid.depth.TooDeep` first when its sequences nest too deep.
         """
         check_depth(ds, self.max_depth)
         patient = _Patient(
             pseudonym=PatientPseudonym.derive(self._key, patient_key(ds)), days=self.date_shift(ds)
         )
-        out = Dataset(copy.deepcopy(ds))
+        old_meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+        instance = old_meta.get("MediaStorageSOPInstanceUID") or ds.get("SOPInstanceUID")
+        out = ds if in_place else Dataset(copy.deepcopy(ds))
         self._clean(out, patient)
         out.PatientName = patient.pseudonym.patient_name
         out.PatientID = patient.pseudonym.patient_id
         self._record(out)
-        out.file_meta = self._file_meta(ds, out)
+        out.file_meta = self._file_meta(old_meta, instance, out)
         return out
 
     def date_shift(self, ds: Dataset) -> int:
@@ -167,6 +187,8 @@ class Deidentifier:
             else:
                 if tag.is_private:
                     kept_blocks.add((tag.group, tag.element >> 8))
+                if action is Action.KEEP and vr != "SQ" and writes_as_is(ds.get_item(tag)):
+                    continue  # not even read: an untouched raw element is written as its bytes
                 self._apply(ds, ds[tag], action, patient)
         for tag in safe_creators:
             if (tag.group, tag.element) not in kept_blocks:
@@ -253,12 +275,10 @@ class Deidentifier:
         else:
             out.LongitudinalTemporalInformationModified = "REMOVED"
 
-    def _file_meta(self, original: Dataset, out: Dataset) -> FileMetaDataset:
+    def _file_meta(self, old: FileMetaDataset, instance: Any, out: Dataset) -> FileMetaDataset:
         """New file meta: only what Part 10 needs, the instance UID remapped like the dataset's."""
-        old = getattr(original, "file_meta", None) or FileMetaDataset()
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = old.get("MediaStorageSOPClassUID") or out.get("SOPClassUID")
-        instance = old.get("MediaStorageSOPInstanceUID") or original.get("SOPInstanceUID")
         if Option.RETAIN_UIDS not in self.profile.options and instance:
             instance = self._remap(instance)
         meta.MediaStorageSOPInstanceUID = out.get("SOPInstanceUID") or instance

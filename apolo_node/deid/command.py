@@ -18,8 +18,11 @@ last: the first written is kept and each later one is skipped with the reason
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
+import secrets
+import threading
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +34,14 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from apolo_node.config import Config
-from apolo_node.durable import write_atomic
+from apolo_node.durable import sync_filesystem, write_file
 from apolo_node.deid.actions import Deidentifier
 from apolo_node.deid.depth import TooDeep, check_depth, check_file_depth
 from apolo_node.deid.burnedin import BurnedInTextError, redact_burned_in_text
 from apolo_node.deid.overlays import EmbeddedOverlayError, clear_embedded_overlays
 from apolo_node.deid.pixels import pixel_scan_reason
 from apolo_node.deid.profile import Option
-from apolo_node.deid.verify import PHILeakError, encode, verify_deidentified
+from apolo_node.deid.verify import Original, PHILeakError, encode, snapshot, verify_deidentified
 
 MEDIA_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
 DUPLICATE_REASON = "duplicate SOP Instance UID of an input already written"
@@ -50,11 +53,31 @@ class DeidError(Exception):
 
 @dataclass(frozen=True)
 class CleanInstance:
-    """One de-identified instance, verified, with the bytes to write and where they go."""
+    """One de-identified instance, verified, with the bytes to write and where they go.
 
-    dataset: Dataset
+    ``dataset`` is None once it has crossed from a worker process: the bytes are the instance,
+    and the catalog's few values (``study_date``, ``body_part``) travel beside them.
+    """
+
+    dataset: Dataset | None
     encoded: bytes
     relative_path: Path  # <study>/<series>/<sop>.dcm, pseudonymous UIDs only
+    study_date: dt.date | None = None  # the cleaned (shifted) Study Date, when valid
+    body_part: str | None = None
+
+
+def study_date(ds: Dataset) -> dt.date | None:
+    """The cleaned instance's (shifted) Study Date, if it has a valid one."""
+    value = str(ds.get("StudyDate", "") or "")
+    try:
+        return dt.datetime.strptime(value[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def body_part(ds: Dataset) -> str | None:
+    value = str(ds.get("BodyPartExamined", "") or "").strip()
+    return value or None
 
 
 @dataclass(frozen=True)
@@ -86,8 +109,12 @@ class DeidSummary:
         return {o.source: o.reason for o in self.outcomes if o.status != "written"}
 
 
-def clean_instance(ds: Dataset, deidentifier: Deidentifier) -> CleanInstance:
-    """De-identify, encode and verify one instance; raise DeidError (no PHI) on any failure."""
+def clean_instance(ds: Dataset, deidentifier: Deidentifier, *, consume: bool = False) -> CleanInstance:
+    """De-identify, encode and verify one instance; raise DeidError (no PHI) on any failure.
+
+    ``consume`` lets the cleaning change ``ds`` itself rather than a copy (the caller read it
+    and will not use it again); the verifier then works from a snapshot of its values.
+    """
     try:
         check_depth(ds, deidentifier.max_depth)  # before anything that recurses
     except TooDeep as exc:
@@ -95,7 +122,11 @@ def clean_instance(ds: Dataset, deidentifier: Deidentifier) -> CleanInstance:
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         if not str(ds.get(keyword, "") or "").strip():
             raise DeidError(f"{keyword} is missing or empty; the instance cannot be named")
-    original = ds
+    days = deidentifier.date_shift(ds)
+    try:
+        original: Dataset | Original = snapshot(ds, deidentifier.profile) if consume else ds
+    except Exception as exc:  # pydicom messages may quote values: keep only the kind
+        raise DeidError(f"could not read the values to verify: {type(exc).__name__}") from None
     try:
         ds = clear_embedded_overlays(ds)  # before the profile removes the 60xx groups
     except EmbeddedOverlayError as exc:
@@ -112,20 +143,20 @@ def clean_instance(ds: Dataset, deidentifier: Deidentifier) -> CleanInstance:
         except BurnedInTextError as exc:
             raise DeidError(f"burned-in text scan failed: {exc}") from None
     try:
-        out = deidentifier(ds)
+        out = deidentifier(ds, in_place=consume)
         encoded = encode(out)
     except Exception as exc:  # pydicom messages may quote values: keep only the kind
         raise DeidError(f"could not de-identify: {type(exc).__name__}") from None
     try:
         verify_deidentified(
-            original, out, deidentifier.profile, encoded, days=deidentifier.date_shift(original)
+            original, out, deidentifier.profile, encoded, days=days
         )
     except PHILeakError as exc:  # its message names tags and paths only
         raise DeidError(str(exc)) from None
     except Exception as exc:
         raise DeidError(f"could not verify: {type(exc).__name__}") from None
     path = Path(str(out.StudyInstanceUID), str(out.SeriesInstanceUID), f"{out.SOPInstanceUID}.dcm")
-    return CleanInstance(dataset=out, encoded=encoded, relative_path=path)
+    return CleanInstance(out, encoded, path, study_date(out), body_part(out))
 
 
 def read_instance(path: Path, max_depth: int) -> Dataset:
@@ -171,7 +202,33 @@ def examine_file(source: Path, deidentifier: Deidentifier) -> CleanInstance | Sk
             raise DeidError(f"unreadable: {type(exc).__name__}") from None
         if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY_STORAGE:
             return Skip("DICOMDIR (media directory), not an instance")
-        return clean_instance(ds, deidentifier)
+        return clean_instance(ds, deidentifier, consume=True)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A verified instance a worker wrote next to its place in OUT, for the parent to rename."""
+
+    relative_path: Path  # <study>/<series>/<sop>.dcm under OUT
+    staged: Path  # a hidden temporary file in the same folder
+
+
+@dataclass(frozen=True)
+class StageInto:
+    """The worker's task for ``deid IN OUT``: examine a file and write the clean bytes under
+    ``out_dir`` itself, so only a path crosses back to the parent (not half a megabyte)."""
+
+    out_dir: Path
+
+    def __call__(self, source: Path, deidentifier: Deidentifier) -> Staged | Skip:
+        result = examine_file(source, deidentifier)
+        if isinstance(result, Skip):
+            return result
+        target = self.out_dir / result.relative_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_name(f".{secrets.token_hex(8)}.tmp")
+        write_file(staged, result.encoded, mode=0o644, fsync=False)  # one flush for the run
+        return Staged(result.relative_path, staged)
 
 
 def deidentify_paths(
@@ -191,14 +248,21 @@ def deidentify_paths(
     out_dir = Path(out_dir)
     avoid = [p.resolve() for p in (out_dir, quarantine_dir) if p is not None]
     written: set[Path] = set()  # outputs of this run: a second input for one is not written
+    # Forked workers start at once with everything imported; only safe with no other thread.
+    start = "fork" if threading.active_count() == 1 and hasattr(os, "fork") else "spawn"
     with IsolatedCleaner(
-        deidentifier, cfg.deid.instance_timeout, process_count(cfg), task=examine_file
+        deidentifier, cfg.deid.instance_timeout, process_count(cfg), task=StageInto(out_dir),
+        start_method=start,
     ) as cleaner:
-        for source, result in cleaner.clean_all((p, p) for p in _files(inputs, avoid)):
-            outcome = _settle(source, result, out_dir, quarantine_dir, written)
-            if outcome.status == "written" and outcome.output is not None:
-                written.add(outcome.output)
-            summary.add(outcome)
+        try:
+            for source, result in cleaner.clean_all((p, p) for p in _files(inputs, avoid)):
+                outcome = _settle(source, result, out_dir, quarantine_dir, written)
+                if outcome.status == "written" and outcome.output is not None:
+                    written.add(outcome.output)
+                summary.add(outcome)
+        finally:
+            if written:  # the files and their renames, flushed once for the whole run
+                sync_filesystem(out_dir)
     return summary
 
 
@@ -218,18 +282,19 @@ def _files(inputs: list[Path], avoid: list[Path]) -> Iterator[Path]:
 
 
 def _settle(
-    source: Path, result: CleanInstance | Skip | DeidError, out_dir: Path,
+    source: Path, result: Staged | Skip | DeidError, out_dir: Path,
     quarantine: Path | None, written: set[Path],
 ) -> FileOutcome:
-    """Write, skip or quarantine one input after its worker's answer."""
+    """Put in place, skip or quarantine one input after its worker's answer."""
     if isinstance(result, DeidError):
         return _quarantine(source, str(result), quarantine)
     if isinstance(result, Skip):
         return FileOutcome(source, "skipped", result.reason)
     target = out_dir / result.relative_path
     if target in written:
+        result.staged.unlink(missing_ok=True)
         return FileOutcome(source, "skipped", DUPLICATE_REASON, output=target)
-    write_atomic(target, result.encoded, mode=0o644)
+    os.replace(result.staged, target)
     return FileOutcome(source, "written", output=target)
 
 

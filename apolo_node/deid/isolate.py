@@ -2,7 +2,8 @@
 
 A thread cannot be stopped, and pydicom or the OCR may spend minutes (or all memory) on a
 hostile instance that the receiver accepted. :class:`IsolatedCleaner` hands each file to one of
-its child processes (spawned, so none of the node's threads or locks are copied into them) and
+its child processes (spawned, so none of the node's threads or locks are copied into them;
+``deid IN OUT``, which runs no other thread, forks them to start with everything imported) and
 waits at most ``[deid] instance_timeout`` seconds for it: past that, or if the child dies, the
 child is killed and replaced, and the file is refused with a
 :class:`~apolo_node.deid.command.DeidError` whose reason names the rule, so the caller
@@ -12,7 +13,6 @@ header path is CPU-bound: processes, not threads), and results still come back i
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import os
 import signal
@@ -25,15 +25,12 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydicom import dcmread
-
 from apolo_node.config import Config
 from apolo_node.deid.actions import Deidentifier
 from apolo_node.deid.command import CleanInstance, DeidError, clean_file
 
 START_TIMEOUT = 120.0  # seconds a fresh child may take to import and say it is ready
 POLL = 0.2  # seconds between two looks at the stop event while waiting
-PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # Float, Double Float and Pixel Data
 WINDOW_PER_PROCESS = 4  # files handed out ahead of the oldest unfinished one, per child
 
 Key = TypeVar("Key")
@@ -67,14 +64,8 @@ def _serve(conn: Connection, deidentifier: Deidentifier, task: Task) -> None:
             return
         try:
             value = task(Path(path), deidentifier)
-            if isinstance(value, CleanInstance):  # the pixels travel encoded only
-                # read back from its bytes: a value pydicom has converted may not pickle (an
-                # implicit VR LUT Descriptor's), raw elements always do
-                dataset = dcmread(io.BytesIO(value.encoded))
-                for tag in PIXEL_TAGS:
-                    if tag in dataset:
-                        del dataset[tag]
-                value = replace(value, dataset=dataset)
+            if isinstance(value, CleanInstance):  # the bytes are the instance: no Dataset
+                value = replace(value, dataset=None)  # crosses the pipe (nor pickles always)
             answer: tuple[str, object] = ("ok", value)
         except DeidError as exc:
             answer = ("refused", str(exc))
@@ -104,7 +95,8 @@ class IsolatedCleaner:
     """Cleans files in up to ``processes`` children, each file killed past ``timeout`` seconds."""
 
     def __init__(
-        self, deidentifier: Deidentifier, timeout: float, processes: int = 1, task: Task = clean_file
+        self, deidentifier: Deidentifier, timeout: float, processes: int = 1, task: Task = clean_file,
+        start_method: str = "spawn",
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
@@ -114,7 +106,7 @@ class IsolatedCleaner:
         self.timeout = timeout
         self.processes = processes
         self.task = task
-        self._context = multiprocessing.get_context("spawn")
+        self._context = multiprocessing.get_context(start_method)
         self._children: list[_Child] = []
 
     def __enter__(self) -> IsolatedCleaner:

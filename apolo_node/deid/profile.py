@@ -49,8 +49,6 @@ from importlib import resources
 from typing import Iterable
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.sr.coding import Code
-from pydicom.sr.codedict import codes
 from pydicom.tag import BaseTag, Tag
 
 from apolo_node.config import ConfigError
@@ -129,7 +127,7 @@ class Option(str, enum.Enum):
     @property
     def code(self) -> Code:
         """The DCM code (CID 7050) recorded in De-identification Method Code Sequence."""
-        return getattr(codes.DCM, _CODE_NAMES[self])
+        return _CODES[self]
 
     @classmethod
     def parse(cls, value: str | Option) -> Option:
@@ -141,20 +139,38 @@ class Option(str, enum.Enum):
             raise ConfigError(f"[deid] options: unknown option {value!r}; known: {known}") from None
 
 
-_CODE_NAMES = {
-    Option.CLEAN_PIXEL_DATA: "CleanPixelDataOption",
-    Option.CLEAN_GRAPHICS: "CleanGraphicsOption",
-    Option.CLEAN_STRUCTURED_CONTENT: "CleanStructuredContentOption",
-    Option.CLEAN_DESCRIPTORS: "CleanDescriptorsOption",
-    Option.RETAIN_LONG_FULL_DATES: "RetainLongitudinalTemporalInformationFullDatesOption",
-    Option.RETAIN_LONG_MODIFIED_DATES: "RetainLongitudinalTemporalInformationModifiedDatesOption",
-    Option.RETAIN_PATIENT_CHARS: "RetainPatientCharacteristicsOption",
-    Option.RETAIN_DEVICE_IDENTITY: "RetainDeviceIdentityOption",
-    Option.RETAIN_UIDS: "RetainUidsOption",
-    Option.RETAIN_SAFE_PRIVATE: "RetainSafePrivateOption",
-    Option.RETAIN_INSTITUTION_IDENTITY: "RetainInstitutionIdentityOption",
+@dataclass(frozen=True)
+class Code:
+    """A DCM code of CID 7050 (De-identification Method), as pydicom's ``codes.DCM`` has it.
+
+    Written out here rather than taken from ``pydicom.sr.codedict``, whose concept tables take
+    longer to import than ``apolo-node deid`` spends on a hundred files
+    (tests/test_deid_profile.py checks each against pydicom's).
+    """
+
+    value: str
+    scheme_designator: str
+    meaning: str
+
+
+_CODES = {
+    Option.CLEAN_PIXEL_DATA: Code("113101", "DCM", "Clean Pixel Data Option"),
+    Option.CLEAN_GRAPHICS: Code("113103", "DCM", "Clean Graphics Option"),
+    Option.CLEAN_STRUCTURED_CONTENT: Code("113104", "DCM", "Clean Structured Content Option"),
+    Option.CLEAN_DESCRIPTORS: Code("113105", "DCM", "Clean Descriptors Option"),
+    Option.RETAIN_LONG_FULL_DATES: Code(
+        "113106", "DCM", "Retain Longitudinal Temporal Information Full Dates Option"
+    ),
+    Option.RETAIN_LONG_MODIFIED_DATES: Code(
+        "113107", "DCM", "Retain Longitudinal Temporal Information Modified Dates Option"
+    ),
+    Option.RETAIN_PATIENT_CHARS: Code("113108", "DCM", "Retain Patient Characteristics Option"),
+    Option.RETAIN_DEVICE_IDENTITY: Code("113109", "DCM", "Retain Device Identity Option"),
+    Option.RETAIN_UIDS: Code("113110", "DCM", "Retain UIDs Option"),
+    Option.RETAIN_SAFE_PRIVATE: Code("113111", "DCM", "Retain Safe Private Option"),
+    Option.RETAIN_INSTITUTION_IDENTITY: Code("113112", "DCM", "Retain Institution Identity Option"),
 }
-BASIC_PROFILE_CODE: Code = codes.DCM.BasicApplicationConfidentialityProfile
+BASIC_PROFILE_CODE = Code("113100", "DCM", "Basic Application Confidentiality Profile")
 
 
 class Action(enum.Enum):

@@ -62,6 +62,7 @@ from typing import Iterable, Iterator
 from pydicom import __version__ as pydicom_version
 from pydicom import dcmread
 from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.multival import MultiValue
@@ -74,6 +75,7 @@ from apolo_node.deid.actions import (
     element_vr,
     is_standard_uid,
     private_creators,
+    writes_as_is,
 )
 from apolo_node.deid.dates import MAX_SHIFT_DAYS, MIN_SHIFT_DAYS, shift_da, shift_dt
 from apolo_node.deid.patient import PSEUDONYM_PREFIX
@@ -166,15 +168,93 @@ def _label(tag: BaseTag) -> str:
     return f"{name}({tag.group:04X},{tag.element:04X})"
 
 
-def _elements(ds: Dataset, profile: Profile) -> Iterator[_Element]:
-    """Every non-sequence element of ``ds`` and its file meta outside Pixel Data, with its action."""
+Seen = dict[str, tuple[object, "Value | None"]]  # where -> (the element as stored, its value)
+
+
+def _elements(
+    ds: Dataset, profile: Profile, known: Seen | None = None, seen: Seen | None = None
+) -> Iterator[_Element]:
+    """Every non-sequence element of ``ds`` and its file meta outside Pixel Data, with its action.
+
+    Values are read without converting the dataset's raw elements for good (see :func:`_peek`).
+    A raw element that is still the very object ``known`` holds for its place has that value
+    (the original's snapshot, for the elements an in-place clean left alone; a converted element
+    may have been changed in place, so it is read again); each element read is put in ``seen``.
+    """
     meta = getattr(ds, "file_meta", None)
     walks = [_walk(meta, "file meta.")] if meta is not None else []
     for path, item, creators, tag, vr in itertools.chain(*walks, _walk(ds)):
         if vr == "SQ" or int(tag) in PIXEL_TAGS:
             continue
         action = profile.action_for(tag, vr, creator_of(creators, tag))
-        yield _Element(f"{path}{_label(tag)}", tag, vr, action, _value(item[tag].value))
+        where = f"{path}{_label(tag)}"
+        stored = item.get_item(tag)
+        before = known.get(where) if known is not None else None
+        if before is not None and before[0] is stored and isinstance(stored, RawDataElement):
+            value = before[1]  # a raw element is immutable: the same object, the same bytes
+        else:
+            peeked = _peek(item, tag, stored)
+            value = peeked if type(peeked) in (str, tuple) else _value(peeked)
+        if seen is not None:
+            seen[where] = (stored, value)
+        yield _Element(where, tag, vr, action, value)
+
+
+# Text VRs decoded here as pydicom 3.0's converters do (values.py), without its per-element
+# machinery: how each is split and stripped, and whether it uses the dataset's character set.
+# tests/test_deid_verify.py compares the two on every text element of pydicom's own files.
+_SPLIT_STRIP_DEFAULT = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})  # multi_string, iso8859
+_SPLIT_STRIP_EACH = frozenset({"LO", "SH", "UC"})  # convert_text, the dataset's charset
+_SINGLE = frozenset({"LT", "ST", "UT"})  # convert_single_string, the dataset's charset
+_SIMPLE_CODECS = {"iso8859": "latin-1", "latin_1": "latin-1", "UTF8": "utf-8"}
+_NOT_FAST = object()
+
+
+def fast_value(item: Dataset, raw: RawDataElement) -> Value | None | object:
+    """What ``_value(item[tag].value)`` gives for a raw text element, computed straight from its
+    bytes; :data:`_NOT_FAST` where this shortcut does not apply (other VRs, implicit VR,
+    multi-byte or unknown character sets, undecodable bytes), and pydicom decodes it."""
+    vr, data = raw.VR, raw.value
+    if data is None or not isinstance(data, bytes):
+        return _NOT_FAST
+    try:
+        if vr in _SPLIT_STRIP_DEFAULT:
+            items = data.decode("latin-1").rstrip(" \x00").split("\\")
+        elif vr == "AE":
+            items = [v.strip() for v in data.decode("latin-1").split("\\")]
+        elif vr in _SPLIT_STRIP_EACH or vr in _SINGLE:
+            charset = item._character_set  # noqa: SLF001 - pydicom's resolved codec names
+            codec = _SIMPLE_CODECS.get(charset[0]) if len(charset) == 1 else None
+            if codec is None:
+                return _NOT_FAST
+            text = data.decode(codec)
+            if vr in _SINGLE:
+                return text.rstrip("\x00 ")
+            items = [v.rstrip("\x00 ") for v in text.split("\\")]
+        else:
+            return _NOT_FAST
+    except UnicodeDecodeError:
+        return _NOT_FAST
+    if not data:
+        return ""  # pydicom's empty value for a text VR
+    return items[0] if len(items) == 1 else tuple(items)
+
+
+def _peek(item: Dataset, tag: BaseTag, stored: object) -> object:
+    """An element's value, leaving a raw (undecoded) element raw in ``item``.
+
+    pydicom converts a raw element for good when it is read; a converted element is encoded
+    again on writing, which is most of the cost of writing a file. Left raw, an element no
+    action changes is written back as its own bytes.
+    """
+    if isinstance(stored, RawDataElement):
+        fast = fast_value(item, stored)
+        if fast is not _NOT_FAST:
+            return fast
+    value = item[tag].value
+    if writes_as_is(stored) and stored.value is not None:  # type: ignore[attr-defined]
+        item._dict[tag] = stored  # noqa: SLF001 - pydicom has no public way to keep it raw
+    return value
 
 
 def _value(value: object) -> Value | None:
@@ -337,14 +417,15 @@ class _Texts:
 
 
 def _output_texts(
-    output: Dataset, profile: Profile, original: dict[str, _Element], days: int | None
+    output: Dataset, profile: Profile, original: dict[str, _Element], days: int | None,
+    known: Seen | None = None,
 ) -> tuple[dict[tuple[str | None, bool], _Texts], list[tuple[str, TokenText]], list[bytes]]:
     """Output values grouped by (exemption, binary); the exempt values with their exemption; the
     large binary values kept as they were."""
     groups: dict[tuple[str | None, bool], list[tuple[str, TokenText]]] = {}
     exempt: list[tuple[str, TokenText]] = []
     blobs: list[bytes] = []
-    out = list(_elements(output, profile))
+    out = list(_elements(output, profile, known))
     if days is None and profile.shifts_dates:
         days = infer_shift(original, out)
     for elem in out:
@@ -371,7 +452,27 @@ def encode(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
-def _searched_bytes(encoded: bytes, blobs: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
+def _pixel_value_span(encoded: bytes, output: Dataset | None) -> tuple[int, int] | None:
+    """(offset, length) of Pixel Data's value in ``encoded``, the file ``output`` encodes to.
+
+    The quick answer holds when Pixel Data is the output's last element, of defined length, and
+    the file ends with its value: then the value is exactly the file's tail. Otherwise the file
+    is read again to find it (encapsulated pixels, trailing padding, a big-endian swap).
+    """
+    if output is not None and 0x7FE00010 in output and max(output.keys()) == 0x7FE00010:
+        value = output.get_item(0x7FE00010).value
+        if isinstance(value, bytes) and value and len(value) % 2 == 0 and encoded.endswith(value):
+            return len(encoded) - len(value), len(value)
+    raw = dcmread(io.BytesIO(encoded), force=True).get_item(0x7FE00010)
+    start = getattr(raw, "value_tell", None)
+    if raw is not None and start is not None and raw.value is not None:
+        return start, len(raw.value)
+    return None
+
+
+def _searched_bytes(
+    encoded: bytes, blobs: list[bytes], output: Dataset | None = None
+) -> tuple[bytes, list[tuple[int, int]]]:
     """The encoded bytes less Pixel Data and the ``blobs``; each cut's (offset, length) in the file.
 
     The values are cut out (one NUL stands in each place, so no value can be joined across it)
@@ -380,10 +481,9 @@ def _searched_bytes(encoded: bytes, blobs: list[bytes]) -> tuple[bytes, list[tup
     LUTs): the element search has seen them. A NUL also goes between the preamble and "DICM".
     """
     cuts = [(PREAMBLE, 0)] if encoded[PREAMBLE : PREAMBLE + 4] == b"DICM" else []  # a boundary
-    raw = dcmread(io.BytesIO(encoded), force=True).get_item(0x7FE00010)
-    start = getattr(raw, "value_tell", None)
-    if raw is not None and start is not None and raw.value is not None:
-        cuts.append((start, len(raw.value)))
+    pixels = _pixel_value_span(encoded, output)
+    if pixels is not None:
+        cuts.append(pixels)
     for blob in blobs:
         at = encoded.find(blob)
         if at >= 0:
@@ -438,8 +538,23 @@ class _Decoded:
         return None
 
 
+@dataclass(frozen=True)
+class Original:
+    """The original's elements as values, taken before an in-place clean changes the dataset,
+    and each element as stored then: one still there unchanged is not read again."""
+
+    elements: tuple[_Element, ...]
+    stored: Seen
+
+
+def snapshot(original: Dataset, profile: Profile) -> Original:
+    """What :func:`verify_deidentified` needs of ``original``, copied out of it."""
+    stored: Seen = {}
+    return Original(tuple(_elements(original, profile, seen=stored)), stored)
+
+
 def verify_deidentified(
-    original: Dataset,
+    original: Dataset | Original,
     output: Dataset,
     profile: Profile,
     encoded: bytes | None = None,
@@ -448,16 +563,21 @@ def verify_deidentified(
 ) -> None:
     """Raise PHILeakError if any identifying value of ``original`` is still in ``output``.
 
+    ``original`` may be its :func:`snapshot`, taken before cleaning it in place.
     ``encoded`` is the file as it will be written (``encode(output)`` when None): its bytes
     outside Pixel Data are searched too, so the preamble and file meta cannot leak. ``days`` is
     the date shift the de-identifier applied to this patient (inferred from the file when None).
     """
-    elements = list(_elements(original, profile))
+    known: Seen = {}
+    if isinstance(original, Original):
+        elements, known = list(original.elements), original.stored
+    else:
+        elements = list(_elements(original, profile))
     phis = _phis(elements)
     if not phis:
         return
     sources = {e.where: e for e in elements}
-    groups, exempt, blobs = _output_texts(output, profile, sources, days)
+    groups, exempt, blobs = _output_texts(output, profile, sources, days, known)
     for phi in phis:
         kinds = [None] + ([KEPT] if phi.strong else [])
         for kind, binary in itertools.product(kinds, (False, True)):
@@ -470,7 +590,7 @@ def verify_deidentified(
                     f"de-identification check failed: a value of {phi.where} in the original "
                     f"appears in the output at {where}"
                 )
-    raw, cuts = _searched_bytes(encode(output) if encoded is None else encoded, blobs)
+    raw, cuts = _searched_bytes(encode(output) if encoded is None else encoded, blobs, output)
     decoded = _Decoded(raw, exempt)
     for phi in phis:
         at = None if phi.text_only else decoded.offset(phi)

@@ -16,13 +16,11 @@ quarantined with that reason, never retried as a job.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from dataclasses import dataclass
 
 from pydicom import dcmread
 from pydicom.config import disable_value_validation
-from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 
 from apolo_node.catalog import jobs
@@ -57,20 +55,6 @@ class StudyOutcome:
     clean: int
     quarantined: int
     status: str | None
-
-
-def study_date(ds: Dataset) -> dt.date | None:
-    """The cleaned instance's (shifted) Study Date, if it has a valid one."""
-    value = str(ds.get("StudyDate", "") or "")
-    try:
-        return dt.datetime.strptime(value[:8], "%Y%m%d").date()
-    except ValueError:
-        return None
-
-
-def body_part(ds: Dataset) -> str | None:
-    value = str(ds.get("BodyPartExamined", "") or "").strip()
-    return value or None
 
 
 def worker_name(n: int = 0) -> str:
@@ -140,7 +124,7 @@ def _keep_clean(
         vault.put(study_uid, inst.sop_instance_uid, original)
     relative = f"{CLEAN}/{result.relative_path.as_posix()}"
     spool.write(relative, result.encoded)
-    mark_clean(engine, inst.id, relative, study_date(result.dataset), body_part(result.dataset))
+    mark_clean(engine, inst.id, relative, result.study_date, result.body_part)
     spool.remove(inst.path)  # the vault, if any, keeps what sending back needs
 
 
