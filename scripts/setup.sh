@@ -13,12 +13,15 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 debs=(python3-venv)
 if (( want_test )); then
-  debs+=(dcmtk orthanc postgresql dicom3tools)
+  # chromium and node: tests/test_web_browser.py shows the status page in headless Chromium
+  debs+=(dcmtk orthanc postgresql dicom3tools chromium nodejs)
 fi
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# npm may come with another build of node than Debian's: Debian's package only when none is here
+if (( want_test )) && ! command -v npm >/dev/null; then missing+=(npm); fi
 if (( ${#missing[@]} )); then
   echo "setup: installing Debian packages: ${missing[*]}" >&2
   as_root apt-get update -qq
@@ -47,6 +50,12 @@ if (( want_test )); then
   # torch 2.13.0 is the CPU build on this machine's disk; an unpinned torch pulls CUDA (GBs).
   pip "torch==2.13.0"
   pip -e ".[test,ml,postgres]"
+  # playwright-core drives that Chromium; kept where ../shared/tools/viewer keeps it.
+  viewer_node=${VIEWER_CACHE:-/tmp/apolo-viewer-cache}/node
+  if [[ ! -d $viewer_node/node_modules/playwright-core ]]; then
+    mkdir -p "$viewer_node"
+    (cd "$viewer_node" && npm install --silent --no-audit --no-fund playwright-core@1.65.1 >/dev/null)
+  fi
 else
   pip -e .
 fi
