@@ -75,7 +75,8 @@ def sync_filesystem(path: Path) -> None:
 def write_file(path: Path, data: bytes, mode: int = 0o600, fsync: bool = True) -> None:
     """Create ``path`` (it must not exist) holding ``data``, fsynced; removed again on error.
 
-    ``fsync=False`` leaves the flush to one :func:`sync_filesystem` after a whole batch.
+    ``fsync=False`` leaves the flush to one :func:`sync_filesystem` after a whole batch, and
+    only starts the writing back (so that flush has little left to wait for).
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -85,6 +86,8 @@ def write_file(path: Path, data: bytes, mode: int = 0o600, fsync: bool = True) -
                 view = view[os.write(fd, view):]
             if fsync:
                 os.fsync(fd)
+            else:  # the disk starts on it now, while the caller works on the next file
+                start_writeback(fd, 0, len(data))
         finally:
             os.close(fd)
     except BaseException:
