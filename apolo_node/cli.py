@@ -197,7 +197,7 @@ def db_upgrade(config: ConfigOption = None) -> None:
 def db_rebuild_reports(config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Catalogue each study's newest TID 1500 SR file again (after a lost or restored catalog)."""
     from apolo_node.pipeline.rebuild import rebuild_reports
-    from apolo_node.receive.spool import Spool
+    from apolo_node.spool import Spool
 
     cfg = load_config(config)
     with catalog(cfg) as engine:
@@ -485,7 +485,7 @@ def _send_answer(cfg: Config, engine: Any, result: Any) -> list[Any]:
     from apolo_node.catalog.answers import record_audit
     from apolo_node.pipeline.results import queue_answer
     from apolo_node.reasoning.ask import os_user
-    from apolo_node.receive.spool import Spool
+    from apolo_node.spool import Spool
 
     if not result.answer.citations:
         return []
@@ -620,7 +620,7 @@ def quarantine_release(
     from apolo_node.deid.quarantine import Quarantine, QuarantineError
     from apolo_node.pipeline.quarantine import NotQuarantined, find, release
     from apolo_node.reasoning.ask import os_user
-    from apolo_node.receive.spool import Spool
+    from apolo_node.spool import Spool
 
     cfg = load_config(config)
     with catalog(cfg) as engine:

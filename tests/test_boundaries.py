@@ -16,7 +16,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "apolo_node"
 # retry half of the OpenAI-compatible backends of vision and reasoning) and `hf_local` (what
 # their transformers backends share: the ml extra check, the device, a loading error's line)
 # and `plugins` (how both build the backend the configuration names) and `metrics` (this
-# process's Prometheus counters, counted where things happen: the store path, the stages).
+# process's Prometheus counters, counted where things happen: the store path, the stages) and
+# `spool` (the spool's folders, named in one place, and its crash-safe incoming files; the
+# stages after the wall never import it: the pipeline hands them what they read).
 ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "logs": set(),
@@ -27,9 +29,10 @@ ALLOWED: dict[str, set[str]] = {
     "hf_local": set(),
     "plugins": set(),
     "metrics": set(),
+    "spool": {"durable", "pseudonym", "config"},
     "catalog": {"config", "logs", "findings"},
-    "receive": {"config", "catalog", "logs", "pseudonym", "durable", "metrics"},
-    "deid": {"config", "catalog", "logs", "pseudonym", "durable"},
+    "receive": {"config", "catalog", "logs", "pseudonym", "durable", "metrics", "spool"},
+    "deid": {"config", "catalog", "logs", "pseudonym", "durable", "spool"},
     "imaging": set(),
     "vision": {"config", "imaging", "logs", "findings", "openai_http", "hf_local", "plugins", "metrics"},
     "sr": {"findings"},

@@ -31,7 +31,7 @@ from apolo_node.pipeline.results import queue_answer
 from apolo_node.pseudonym import mapper
 from apolo_node.reasoning.ask import ask
 from apolo_node.reasoning.retrieval import Retriever
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import Spool
 from apolo_node.receive.store import InstanceStore, Limits
 from apolo_node.web.auth import Access
 from apolo_node.web.dicomweb import DicomWeb, attach, router

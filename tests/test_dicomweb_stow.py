@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 from apolo_node.catalog.models import Instance
 from apolo_node.config import Config
 from apolo_node.pseudonym import mapper
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import Spool
 from apolo_node.receive.store import InstanceStore, Limits
 from apolo_node.web.auth import Access
 from apolo_node.web.dicomweb import DicomWeb, router

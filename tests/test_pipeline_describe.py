@@ -167,7 +167,7 @@ def test_a_stop_gives_the_job_back_and_describing_again_replaces_the_report(tmp_
     from apolo_node.catalog import jobs
     from apolo_node.catalog.models import Job, Study
     from apolo_node.pipeline import describe
-    from apolo_node.receive.spool import Spool
+    from apolo_node.spool import Spool
     from apolo_node.vision.baseline import BaselineBackend
 
     engine = reported_phantom_study(cfg, tmp_path)

@@ -20,7 +20,7 @@ from apolo_node.deid import quarantine as quarantine_mod
 from apolo_node.deid.quarantine import MAGIC, Quarantine, QuarantineError, quarantine_key
 from apolo_node.deid import Deidentifier
 from apolo_node.pipeline.deidentify import run_once
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import Spool
 from tests.nodes import apolo, upgraded_engine
 from tests.synthetic import new_marker, undecodable_capture, write_study
 

@@ -42,7 +42,7 @@ from apolo_node.receive.dimse import (
     encode_response,
     part10_header,
 )
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import Spool
 from apolo_node.receive.store import InstanceStore
 from tests.conftest import make_config
 from tests.nodes import running_node, upgraded_engine

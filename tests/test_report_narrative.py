@@ -252,7 +252,7 @@ def test_a_model_narrative_and_its_trace_reach_the_sr_the_catalog_and_report(tmp
     from apolo_node.catalog import jobs
     from apolo_node.catalog.models import Job
     from apolo_node.pipeline import describe
-    from apolo_node.receive.spool import Spool
+    from apolo_node.spool import Spool
 
     engine = reported_phantom_study(cfg, tmp_path)  # the baseline's report first, then the model's
     try:

@@ -31,7 +31,7 @@ from apolo_node.deid.vault import Vault
 from apolo_node.pipeline import sender
 from apolo_node.pipeline.ingest import ingest
 from apolo_node.pseudonym import UIDMapper
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import Spool
 from apolo_node.sr import read_measurement_report
 from tests.conftest import make_config
 from tests.nodes import upgraded_engine

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from apolo_node.catalog.engine import make_engine
 from apolo_node.catalog.records import list_studies
 from apolo_node.config import ConfigError
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import Spool
 from apolo_node.web.app import create_app
 from apolo_node.web.auth import require_access
 from apolo_node.web.server import WebServer, bind

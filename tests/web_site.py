@@ -20,7 +20,7 @@ from apolo_node.config import Config
 from apolo_node.deid import Deidentifier
 from apolo_node.pipeline import deidentify
 from apolo_node.pseudonym import mapper
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import Spool
 from apolo_node.receive.store import InstanceStore
 from apolo_node.web.app import create_app
 from apolo_node.web.server import WebServer

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from apolo_node.config import Config
 from apolo_node.durable import fsync_dir
 from apolo_node.pseudonym import load_key, usable_as_name
+from apolo_node.spool import QUARANTINE
 
-QUARANTINE = "quarantine"
 SUFFIX = ".dcm.enc"
 CHUNK = 1 << 20
 MAGIC = b"APQ1"

@@ -42,7 +42,7 @@ from apolo_node.logs import event, get_logger
 from apolo_node.metrics import STAGE_SECONDS
 from apolo_node.pipeline import workers
 from apolo_node.pipeline.quarantine import quarantine_instance
-from apolo_node.receive.spool import CLEAN, Spool
+from apolo_node.spool import CLEAN, Spool
 
 log = get_logger("deid")
 HEARTBEAT_EVERY = 20  # instances

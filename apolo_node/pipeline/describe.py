@@ -30,14 +30,13 @@ from apolo_node.config import Config
 from apolo_node.logs import event, get_logger
 from apolo_node.metrics import STAGE_SECONDS
 from apolo_node.pipeline import workers
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import REPORTS, Spool
 from apolo_node.sr import measurement_report
 from apolo_node.sr.narrative import compose_narrative
 from apolo_node.vision.backend import VisionBackend
 from apolo_node.vision.look import choose_instances, look
 
 log = get_logger("vision")
-REPORTS = "reports"
 MAX_ATTEMPTS = 5
 
 

@@ -7,19 +7,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apolo_node.catalog.engine import engine_for
-from apolo_node.catalog.migrate import require_head
 from apolo_node.catalog.records import queue_stable_studies
 from apolo_node.config import Config
-from apolo_node.deid import Deidentifier
 from apolo_node.deid.isolate import IsolatedCleaner, process_count
-from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
 from apolo_node.pipeline import deidentify, describe
-from apolo_node.pseudonym import mapper
-from apolo_node.receive.spool import Spool
-from apolo_node.receive.store import InstanceStore, Limits
-from apolo_node.vision.backends import make_backend
+from apolo_node.pipeline.parts import Parts
 
 log = get_logger("ingest")
 PART10_MAGIC_AT = 128
@@ -53,12 +46,9 @@ def is_part10(head: bytes) -> bool:
 
 def ingest(cfg: Config, paths: list[Path]) -> IngestSummary:
     """Store every DICOM Part 10 file under ``paths``; queue the studies fed at once."""
-    engine = engine_for(cfg)
+    parts = Parts(cfg)
+    engine, store = parts.engine, parts.store
     try:
-        require_head(engine)
-        store = InstanceStore(
-            Spool(cfg.spool_root), engine, mapper(cfg), Limits.from_settings(cfg.receive)
-        )
         summary = IngestSummary()
         for path in iter_files(paths):
             raw = path.read_bytes()
@@ -77,27 +67,21 @@ def ingest(cfg: Config, paths: list[Path]) -> IngestSummary:
         if summary.studies:
             for uid in queue_stable_studies(engine, 0, only=summary.studies):
                 event(log, "study.queued", study_uid=uid)
-            # The same stage the node runs: work the queue until it is empty.
-            deidentifier = Deidentifier.from_config(cfg)
-            vault = Vault.from_config(cfg) if cfg.send.enabled else None
-            spool = Spool(cfg.spool_root)
+            # The same stages the node runs, on the same parts: work the queue until it is empty.
+            deidentifier, spool = parts.deidentifier, parts.spool
             cleaner = IsolatedCleaner(deidentifier, cfg.deid.instance_timeout, process_count(cfg))
             with cleaner:
                 while deidentify.run_once(
-                    cfg, engine, spool, deidentifier, deidentify.worker_name(), vault=vault,
+                    cfg, engine, spool, deidentifier, deidentify.worker_name(), vault=parts.vault,
                     cleaner=cleaner,
                 ):
                     pass
-            backend = make_backend(cfg.vision)
-            try:
-                while describe.run_once(engine, spool, backend, cfg, describe.worker_name()):
-                    pass
-            finally:
-                backend.close()
+            while describe.run_once(engine, spool, parts.vision, cfg, describe.worker_name()):
+                pass
         event(
             log, "ingest.done", stored=summary.stored, duplicates=summary.duplicates,
             refused=len(summary.refused), skipped=len(summary.skipped),
         )
         return summary
     finally:
-        engine.dispose()
+        parts.close()

@@ -13,22 +13,18 @@ import threading
 
 from sqlalchemy import Engine, select
 
-from apolo_node.catalog.engine import engine_for
-from apolo_node.catalog.migrate import require_head
 from apolo_node.catalog.models import Instance, InstanceState, Study
 from apolo_node.config import Config
-from apolo_node.deid import Deidentifier
 from apolo_node.deid.quarantine import Quarantine
-from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
 from apolo_node.pipeline import deidentify, describe, quarantine, sender, workers
+from apolo_node.pipeline.parts import Parts
 from apolo_node.pipeline.workers import keep_leases
 from apolo_node.pseudonym import mapper
 from apolo_node.receive import stable
 from apolo_node.receive.scp import StorageSCP
-from apolo_node.receive.spool import Spool
-from apolo_node.receive.store import InstanceStore, Limits
-from apolo_node.vision.backends import make_backend
+from apolo_node.spool import Spool
+from apolo_node.receive.store import InstanceStore
 from apolo_node.web.app import create_app
 from apolo_node.web.server import WebServer
 
@@ -73,16 +69,12 @@ class Node:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.engine = engine_for(cfg)
-        require_head(self.engine)
-        self.spool = Spool(cfg.spool_root)
-        self.store = InstanceStore(
-            self.spool, self.engine, mapper(cfg), Limits.from_settings(cfg.receive)
-        )
+        self.parts = Parts(cfg)
+        self.engine, self.spool, self.store = self.parts.engine, self.parts.spool, self.parts.store
         self.scp = StorageSCP(cfg.receive, self.store)
-        self.deidentifier = Deidentifier.from_config(cfg)  # bad [deid] options stop us here
-        self.vault = Vault.from_config(cfg) if cfg.send.enabled else None
-        self.vision = make_backend(cfg.vision)  # a backend that cannot run stops us here
+        self.deidentifier = self.parts.deidentifier  # bad [deid] options stop us here
+        self.vault = self.parts.vault
+        self.vision = self.parts.vision  # a backend that cannot run stops us here
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.web = (  # [web] enabled: status page, health, metrics, DICOMweb (unsafe access stops us here)
@@ -150,8 +142,7 @@ class Node:
         aborted = self.scp.stop()
         for t in self._threads:
             t.join(timeout=10)
-        self.vision.close()
-        self.engine.dispose()
+        self.parts.close()
         event(log, "node.stopped", aborted=aborted)
 
     def run_until_signalled(self) -> None:

@@ -29,7 +29,7 @@ from apolo_node.catalog.quarantine import (
 from apolo_node.config import Config
 from apolo_node.deid.quarantine import Quarantine, QuarantineError
 from apolo_node.logs import event, get_logger
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import Spool
 
 log = get_logger("quarantine")
 RETENTION_CHECK_EVERY = 3600.0  # seconds between two harvests of expired originals by serve

@@ -16,8 +16,7 @@ from sqlalchemy import Engine
 
 from apolo_node.catalog.reports import ReportRecord, record_report
 from apolo_node.logs import event, get_logger
-from apolo_node.pipeline.describe import REPORTS
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import REPORTS, Spool
 from apolo_node.sr import read_measurement_report
 
 log = get_logger("rebuild")

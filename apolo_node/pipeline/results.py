@@ -28,11 +28,10 @@ from apolo_node.findings import Algorithm, Finding
 from apolo_node.logs import event, get_logger
 from apolo_node.reasoning.ask import AskResult
 from apolo_node.reasoning.evidence import Evidence
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import RESULTS, Spool
 from apolo_node.sr import CitedFinding, answer_report, grounding_presentation_state
 
 log = get_logger("results")
-RESULTS = "results"
 
 
 @dataclass(frozen=True)

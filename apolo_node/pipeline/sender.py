@@ -34,7 +34,7 @@ from apolo_node.logs import event, get_logger
 from apolo_node.metrics import STAGE_SECONDS
 from apolo_node.pipeline import workers
 from apolo_node.pseudonym import UIDMapper
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import Spool
 from apolo_node.send.relink import RelinkError, relink
 from apolo_node.send.retry import retry_delay
 from apolo_node.send.scu import StoreResult, c_store

@@ -16,12 +16,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from apolo_node.catalog.engine import engine_for
-from apolo_node.catalog.migrate import require_head
 from apolo_node.config import Config, ConfigError
 from apolo_node.logs import event, get_logger
 from apolo_node.pipeline import workers
-from apolo_node.receive.spool import Spool
+from apolo_node.pipeline.parts import Parts
 
 log = get_logger("worker")
 STAGES = ("deidentify", "describe", "send")
@@ -41,50 +39,41 @@ def stage_loops(cfg: Config, stage: str, concurrency: int) -> tuple[list[Loop], 
         raise ConfigError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
     if concurrency < 1:
         raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
-    engine = engine_for(cfg)
-    require_head(engine)
-    spool = Spool(cfg.spool_root)
-    closers: list[Callable[[], None]] = [engine.dispose]
+    if stage == "send" and not cfg.send.enabled:
+        raise ConfigError("[send] enabled is false: a send worker would have nothing to send")
+    parts = Parts(cfg)  # the same parts serve and ingest build
+    engine, spool = parts.engine, parts.spool
     keeper: Loop = lambda stop: workers.keep_leases(engine, cfg.worker.lease, stop, log)  # noqa: E731
-    if stage == "deidentify":
-        from apolo_node.deid import Deidentifier
-        from apolo_node.deid.vault import Vault
-        from apolo_node.pipeline import deidentify
+    try:
+        if stage == "deidentify":
+            from apolo_node.pipeline import deidentify
 
-        deidentifier = Deidentifier.from_config(cfg)
-        vault = Vault.from_config(cfg) if cfg.send.enabled else None
-        loops: list[Loop] = [
-            lambda stop, n=n: deidentify.watch(cfg, engine, spool, deidentifier, stop, vault, n)
-            for n in range(concurrency)
-        ]
-    elif stage == "describe":
-        from apolo_node.pipeline import describe
-        from apolo_node.vision.backends import make_backend
+            deidentifier, vault = parts.deidentifier, parts.vault
+            loops: list[Loop] = [
+                lambda stop, n=n: deidentify.watch(cfg, engine, spool, deidentifier, stop, vault, n)
+                for n in range(concurrency)
+            ]
+        elif stage == "describe":
+            from apolo_node.pipeline import describe
 
-        backend = make_backend(cfg.vision)  # one model for every thread: a server serves them all
-        closers.insert(0, backend.close)
-        loops = [
-            lambda stop, n=n: describe.watch(engine, spool, backend, cfg, stop, n)
-            for n in range(concurrency)
-        ]
-    else:
-        if not cfg.send.enabled:
-            raise ConfigError("[send] enabled is false: a send worker would have nothing to send")
-        from apolo_node.deid.vault import Vault
-        from apolo_node.pipeline import sender
-        from apolo_node.pseudonym import mapper
+            backend = parts.vision  # one model for every thread: a server serves them all
+            loops = [
+                lambda stop, n=n: describe.watch(engine, spool, backend, cfg, stop, n)
+                for n in range(concurrency)
+            ]
+        else:
+            from apolo_node.pipeline import sender
+            from apolo_node.pseudonym import mapper
 
-        vault, uid_mapper = Vault.from_config(cfg), mapper(cfg)
-        loops = [
-            lambda stop, n=n: sender.watch(cfg, engine, spool, vault, uid_mapper, stop, n)
-            for n in range(concurrency)
-        ]
-
-    def close() -> None:
-        for closer in closers:
-            closer()
-
-    return [*loops, keeper], close
+            vault, uid_mapper = parts.vault, mapper(cfg)
+            loops = [
+                lambda stop, n=n: sender.watch(cfg, engine, spool, vault, uid_mapper, stop, n)
+                for n in range(concurrency)
+            ]
+    except BaseException:
+        parts.close()
+        raise
+    return [*loops, keeper], parts.close
 
 
 class StageWorker:

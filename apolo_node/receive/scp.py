@@ -51,7 +51,7 @@ from apolo_node.receive.association import (
     serve_messages,
 )
 from apolo_node.receive.dimse import C_ECHO_RQ, part10_header
-from apolo_node.receive.spool import StagingFile, spool_failed
+from apolo_node.spool import StagingFile, spool_failed
 from apolo_node.receive.store import InstanceStore, StoreStatus
 
 log = get_logger("receive")

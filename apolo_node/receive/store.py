@@ -26,7 +26,7 @@ from apolo_node.config import ReceiveSettings
 from apolo_node.logs import event, get_logger
 from apolo_node.metrics import count_store
 from apolo_node.pseudonym import UIDMapper
-from apolo_node.receive.spool import Spool, StagingFile, spool_failed
+from apolo_node.spool import Spool, StagingFile, spool_failed
 from apolo_node.receive.walk import Malformed, Walked, is_explicit_vr, walk
 
 log = get_logger("receive")

@@ -24,7 +24,7 @@ from apolo_node.catalog.engine import engine_for
 from apolo_node.catalog.overview import ping
 from apolo_node.config import Config
 from apolo_node.pseudonym import mapper
-from apolo_node.receive.spool import Spool
+from apolo_node.spool import Spool
 from apolo_node.receive.store import InstanceStore, Limits
 from apolo_node.web import metrics as web_metrics
 from apolo_node.web import status_page

@@ -20,9 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 
 from apolo_node.catalog.dicomweb import OutputFile
-from apolo_node.pipeline.describe import REPORTS
-from apolo_node.pipeline.results import RESULTS
-from apolo_node.receive.spool import CLEAN
+from apolo_node.spool import CLEAN, REPORTS, RESULTS
 
 SERVED_FOLDERS = (CLEAN, REPORTS, RESULTS)
 CHUNK = 256 * 1024

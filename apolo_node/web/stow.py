@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 
 from apolo_node.logs import event, get_logger
 from apolo_node.receive.scp import supported_contexts
-from apolo_node.receive.spool import StagingFile, spool_failed
+from apolo_node.spool import StagingFile, spool_failed
 from apolo_node.receive.store import (
     PREAMBLE_AND_PREFIX,
     InstanceStore,

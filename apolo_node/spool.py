@@ -1,4 +1,9 @@
-"""The incoming spool: files written whole or not at all.
+"""The spool: its folders, named here only, and incoming files written whole or not at all.
+
+Every stage asks this module where its files go: ``incoming/`` (originals, PHI), ``tmp/``
+(instances still arriving), ``clean/`` (de-identified instances), ``quarantine/`` (encrypted
+originals that could not be cleaned), ``reports/`` (the vision stage's SRs) and ``results/``
+(answers and presentation states on their way back to the PACS).
 
 A file is written under ``tmp/``, fsynced, renamed into ``incoming/<study>/<sop>.dcm`` and the
 folder fsynced, so after a crash a file in ``incoming/`` is complete, and ``tmp/`` holds only
@@ -16,9 +21,12 @@ from pathlib import Path
 from apolo_node.durable import fsync_dir, start_writeback
 from apolo_node.pseudonym import usable_as_name
 
-INCOMING = "incoming"
-CLEAN = "clean"
+INCOMING = "incoming"  # originals, as received: the PHI side
 TMP = "tmp"
+CLEAN = "clean"  # de-identified instances
+QUARANTINE = "quarantine"  # encrypted originals that could not be cleaned
+REPORTS = "reports"  # the vision stage's TID 1500 SRs
+RESULTS = "results"  # answer SRs and presentation states going back to the PACS
 
 
 TOO_LARGE = "data set is larger than max_instance_size"
