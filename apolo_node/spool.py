@@ -16,6 +16,7 @@ import mmap
 import os
 import secrets
 import threading
+import time
 from pathlib import Path
 
 from apolo_node.durable import fsync_dir, start_writeback
@@ -180,10 +181,18 @@ class Spool:
     def remove(self, relative: str) -> None:
         (self.root / relative).unlink(missing_ok=True)
 
-    def clear_tmp(self) -> int:
-        """Delete scraps left in ``tmp/`` by a crash; they were never acknowledged."""
+    def clear_tmp(self, older_than: float = 0.0) -> int:
+        """Delete scraps left in ``tmp/`` by a crash (they were never acknowledged), those not
+        written to for ``older_than`` seconds: on a spool that several processes or machines
+        share, a younger one may be another's file still being written."""
         count = 0
+        cutoff = time.time() - older_than
         for scrap in self.tmp.glob("*.part"):
+            try:
+                if older_than and scrap.stat().st_mtime > cutoff:
+                    continue
+            except FileNotFoundError:  # placed or discarded by its writer meanwhile
+                continue
             scrap.unlink(missing_ok=True)
             count += 1
         return count

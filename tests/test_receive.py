@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import time
 import ssl
 from collections.abc import Iterator
 from io import BytesIO
@@ -240,9 +242,14 @@ def test_spooled_files_without_rows_are_catalogued_at_start_and_scraps_cleared(
     scrap = other.spool_root / "tmp" / "0123456789abcdef.part"
     scrap.parent.mkdir(parents=True, exist_ok=True)
     scrap.write_bytes(b"half an instance")
+    old = time.time() - other.worker.lease - 60
+    os.utime(scrap, (old, old))  # left by a crash a while ago
+    writing = other.spool_root / "tmp" / "fedcba9876543210.part"
+    writing.write_bytes(b"another process's instance, still arriving")  # a shared spool
     with running_node(other) as node:
         assert catalogued(node) == 3
         assert len(node.spool.incoming_files()) == 3
         assert not junk.exists() and not scrap.exists()
+        assert writing.exists(), "a scrap younger than a lease may be another writer's"
         [row] = list_studies(node.engine)
         assert row.instances == 3

@@ -31,8 +31,11 @@ from apolo_node.web.server import WebServer
 log = get_logger("node")
 
 
-def reconcile_spool(spool: Spool, engine: Engine, store: InstanceStore) -> tuple[int, int]:
-    """Clear scraps in tmp/; catalogue complete incoming files that have no row. Both counts.
+def reconcile_spool(
+    spool: Spool, engine: Engine, store: InstanceStore, scrap_age: float = 0.0
+) -> tuple[int, int]:
+    """Clear scraps in tmp/ older than ``scrap_age`` seconds; catalogue complete incoming files
+    that have no row. Both counts.
 
     A file in incoming/ is whole (it was fsynced before its rename), so one without a row was
     written just before a crash or a power loss: it is catalogued now, through the same store
@@ -40,7 +43,7 @@ def reconcile_spool(spool: Spool, engine: Engine, store: InstanceStore) -> tuple
     An original whose instance is already cleaned or quarantined (a crash after its row moved on,
     before its clear copy was deleted) is deleted now: no readable original outlives its work.
     """
-    scraps = spool.clear_tmp()
+    scraps = spool.clear_tmp(scrap_age)
     with engine.connect() as conn:
         rows = conn.execute(
             select(Instance.path, Instance.state, Study.study_uid, Instance.sop_instance_uid)
@@ -87,7 +90,8 @@ class Node:
         return [t.name for t in self._threads if not t.is_alive()]
 
     def start(self) -> None:
-        scraps, orphans = reconcile_spool(self.spool, self.engine, self.store)
+        # A scrap younger than a lease may be a worker's write in progress on a shared spool
+        scraps, orphans = reconcile_spool(self.spool, self.engine, self.store, self.cfg.worker.lease)
         event(log, "node.starting", scraps_removed=scraps, recatalogued=orphans)
         if self.web is not None:
             self.web.start()  # a port already taken stops us here, before the SCP listens
