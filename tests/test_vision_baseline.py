@@ -75,12 +75,6 @@ def test_projection_images_report_their_densest_objects() -> None:
     assert area == pytest.approx(disc(200, 288, 60, 200, 12).sum() * 0.04, abs=0.05)  # to 0.1 mm2
 
 
-def test_colour_images_get_no_findings() -> None:
-    ds, _, _ = build(Case("us", "US", "RGB"), "")
-    (image,) = model_images(ds)
-    assert BaselineBackend().describe(image, Context(modality="US")).findings == ()
-
-
 def test_a_volume_is_looked_at_on_its_middle_slice_and_boxes_land_in_source_pixels() -> None:
     study, series = generate_uid(), generate_uid()
     slices = [phantom_ct(study_uid=study, series_uid=series, number=n) for n in (5, 1, 3, 2, 4)]

@@ -7,11 +7,16 @@ class present gets one finding with its total area on the slice and the box of i
 connected region. On other grayscale images it reports the densest objects (the brightest 1% of
 the displayed frame, as bone and devices show on projection radiographs); where the frame was
 shown scaled down, each object's box is redrawn on the source values at half its height above
-its surroundings, so it is as sharp as the source. Colour images get no findings. Every report that carries its findings says that it is a non-diagnostic baseline.
+its surroundings, so it is as sharp as the source. On colour images (RGB, YBR, palette colour:
+ultrasound, photographs, slides) it says where the image content lies: the largest region that
+differs from the background (the colour of the frame's border), boxed, with its size, its mean
+colour and how much of it is coloured rather than grey; a description, not a diagnosis. Every
+report that carries its findings says that it is a non-diagnostic baseline.
 """
 
 from __future__ import annotations
 
+import colorsys
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +57,9 @@ BODY_THRESHOLD = -500.0
 MIN_REGION_PX = 16  # smaller regions are noise, not anatomy
 DENSE_PERCENTILE = 99.0
 DENSE_MAX_OBJECTS = 3
+CONTENT_DIFFERENCE = 24  # 8-bit levels a pixel must differ from the background in some channel
+CONTENT_CLOSING = 0.01  # closing kernel as a fraction of the frame's side: bridges speckle gaps
+COLOURED_SATURATION = 0.2  # HSV saturation above which a pixel counts as coloured, not grey
 
 
 def _largest_components(mask: np.ndarray, keep: int) -> list[tuple[int, tuple[int, int, int, int]]]:
@@ -187,13 +195,79 @@ def _sharper(
     return (sharp[0] / columns, sharp[1] / rows, sharp[2] / columns, sharp[3] / rows)
 
 
+def _colour_name(rgb: tuple[float, float, float]) -> str:
+    """A plain name for a mean colour: a grey level, or a hue with its lightness."""
+    hue, lightness, _ = colorsys.rgb_to_hls(*(v / 255.0 for v in rgb))
+    _, saturation, _ = colorsys.rgb_to_hsv(*(v / 255.0 for v in rgb))  # as for "coloured" pixels
+    tone = "dark " if lightness < 0.3 else "light " if lightness > 0.7 else ""
+    if saturation < COLOURED_SATURATION or lightness < 0.06 or lightness > 0.96:
+        return f"{tone}grey" if 0.06 <= lightness <= 0.96 else ("black" if lightness < 0.06 else "white")
+    names = ((15, "red"), (45, "orange"), (70, "yellow"), (165, "green"), (195, "cyan"),
+             (255, "blue"), (290, "purple"), (335, "magenta"), (360, "red"))
+    degrees = hue * 360.0
+    return tone + next(name for limit, name in names if degrees < limit)
+
+
+def content_region(rgb: np.ndarray) -> np.ndarray | None:
+    """The image content of an (rows, columns, 3) uint8 frame: the largest region (closed over
+    small gaps, holes filled) of pixels differing from the background colour, which is the
+    median of the border pixels. None when nothing differs (a blank frame)."""
+    rows, columns, _ = rgb.shape
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
+    background = np.median(border, axis=0)
+    differs = (np.abs(rgb.astype(np.int16) - background).max(axis=2) > CONTENT_DIFFERENCE).astype(np.uint8)
+    side = max(1, round(CONTENT_CLOSING * max(rows, columns))) | 1
+    closed = cv2.morphologyEx(differs, cv2.MORPH_CLOSE, np.ones((side, side), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    if count < 2 or stats[1:, cv2.CC_STAT_AREA].max() < MIN_REGION_PX:
+        return None
+    largest = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    contours, _ = cv2.findContours(largest.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros((rows, columns), np.uint8)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled.astype(bool)
+
+
+def describe_colour(image: ModelImage) -> list[RawFinding]:
+    """Where a colour frame's content lies (its box), its size and its mean colour."""
+    rgb = np.asarray(image.image.convert("RGB"))
+    region = content_region(rgb)
+    if region is None:
+        return []
+    shown_rows, shown_columns = region.shape
+    ys, xs = np.nonzero(region)
+    x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    scale_x, scale_y = image.columns / shown_columns, image.rows / shown_rows
+    source_px = round(int(region.sum()) * scale_x * scale_y)
+    mm2 = _area_mm2(source_px, image.pixel_spacing)
+    size = f"{mm2:.1f} mm2" if mm2 is not None else f"{source_px} pixels"
+    width, height = round((x2 - x1) * scale_x), round((y2 - y1) * scale_y)
+    pixels = rgb[region].astype(np.float64)
+    mean = tuple(float(v) for v in pixels.mean(axis=0))
+    high, low = pixels.max(axis=1), pixels.min(axis=1)
+    coloured = float(np.mean((high - low) > COLOURED_SATURATION * np.maximum(high, 1.0)))
+    share = 100.0 * int(region.sum()) / region.size
+    return [RawFinding(
+        label="Image content",
+        description=(
+            f"Image content: the largest region differing from the background, {width}x{height} "
+            f"pixels (box), {size} ({share:.0f}% of the frame); mean colour RGB "
+            f"({mean[0]:.0f}, {mean[1]:.0f}, {mean[2]:.0f}), {_colour_name(mean)}; "
+            f"{100 * coloured:.0f}% of its pixels are coloured rather than grey. "
+            "A description, not a diagnosis. Non-diagnostic baseline."
+        ),
+        box=(x1 / shown_columns, y1 / shown_rows, x2 / shown_columns, y2 / shown_rows),
+        measurements=(("Area", mm2, "mm2"),) if mm2 is not None else (),
+    )]
+
+
 class BaselineBackend(VisionBackend):
     """Classical measurement, no model: the offline default."""
 
     disclaimer = DISCLAIMER
 
     def __init__(self) -> None:
-        self.algorithm = Algorithm("apolo-node baseline", f"{apolo_node.__version__}+hu1")
+        self.algorithm = Algorithm("apolo-node baseline", f"{apolo_node.__version__}+hu2")
 
     def describe_batch(self, images: Sequence[ModelImage], contexts: Sequence[Context]) -> list[Described]:
         out = []
@@ -202,6 +276,8 @@ class BaselineBackend(VisionBackend):
                 found = describe_ct(image)
             elif image.values is not None:
                 found = describe_projection(image)
+            elif image.tile == 0:  # colour: the content of the whole frame, not of each tile
+                found = describe_colour(image)
             else:
                 found = []
             out.append(Described(findings=tuple(found)))
