@@ -429,6 +429,8 @@ def ask(
     Names, patient IDs and other identifiers typed in the question are replaced by placeholders
     before it is stored or sent ([reasoning] identifiers_in_questions).
     """
+    from apolo_node.deid.vault import VaultError
+    from apolo_node.pipeline.asking import BadRequest, allowed, ask_question
     from apolo_node.reasoning.ask import (
         QUESTION_MAX,
         Filters,
@@ -437,12 +439,13 @@ def ask(
         UnknownStudy,
         parse_date,
     )
-    from apolo_node.reasoning.ask import ask as run_ask
     from apolo_node.reasoning.backend import AnswerFailed, ReasoningUnavailable
 
     cfg = load_config(config)
-    if (send or reveal) and not cfg.send.enabled:
-        raise BadInput("--send and --reveal need sending back enabled ([send] enabled = true, with a vault key)")
+    try:
+        allowed(cfg, send=send, reveal=reveal)
+    except BadRequest as exc:
+        raise BadInput(str(exc)) from None
     if not question.strip() or len(question.strip()) > QUESTION_MAX:
         raise BadInput(f"QUESTION must be 1-{QUESTION_MAX} characters, got {len(question.strip())}")
     try:
@@ -454,67 +457,27 @@ def ask(
         raise BadInput(str(exc)) from None
     try:
         with catalog(cfg) as engine:
-            result = run_ask(engine, cfg.reasoning, question, filters, follow_up=follow_up)
-            sent = _send_answer(cfg, engine, result) if send else []
-            revealed = _reveal(cfg, engine, result) if reveal else {}
-    except (UnknownStudy, UnknownAnswer, IdentifiersInQuestion) as exc:
+            asked = ask_question(cfg, engine, question, filters, follow_up=follow_up, send=send, reveal=reveal)
+    except (UnknownStudy, UnknownAnswer, IdentifiersInQuestion, BadRequest) as exc:
         raise BadInput(str(exc)) from None
+    except VaultError as exc:
+        raise Failed(str(exc)) from None
     except (ReasoningUnavailable, AnswerFailed) as exc:
         typer.echo(f"apolo-node: error: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
     if json_out:
-        out = result.as_json()
-        if send:
-            out["sent"] = [
-                {"study_uid": q.study_uid, "kind": q.kind, "sop_instance_uid": q.sop_instance_uid} for q in sent
-            ]
-        if reveal:
-            out["accession_numbers"] = revealed
-        typer.echo(json.dumps(out, indent=2))
+        typer.echo(json.dumps(asked.as_json(send=send, reveal=reveal), indent=2))
         return
-    _print_answer(result)
+    _print_answer(asked)
     console = Console(width=max(120, Console().width))
-    for q in sent:
+    for q in asked.sent:
         console.print(f"queued for the PACS: {q.kind} {q.sop_instance_uid} (study {q.study_uid})")
-    for study_uid, accession in revealed.items():
+    for study_uid, accession in asked.revealed.items():
         console.print(f"study {study_uid}: accession number {accession or '(none)'}")
 
 
-def _send_answer(cfg: Config, engine: Any, result: Any) -> list[Any]:
-    """Write the answer SR and GSPS per cited study and queue them; the node's sender sends them."""
-    from apolo_node.catalog.answers import record_audit
-    from apolo_node.pipeline.results import queue_answer
-    from apolo_node.reasoning.ask import os_user
-    from apolo_node.spool import Spool
-
-    if not result.answer.citations:
-        return []
-    queued = queue_answer(engine, Spool(cfg.spool_root), result)
-    record_audit(
-        engine, actor=os_user(), action="send", answer_id=result.answer_id,
-        detail=", ".join(sorted({q.kind for q in queued})), studies=[q.study_uid for q in queued],
-    )
-    return queued
-
-
-def _reveal(cfg: Config, engine: Any, result: Any) -> dict[str, str | None]:
-    """Original accession numbers of the evidence's studies, for a user who holds the vault key."""
-    from apolo_node.catalog.answers import record_audit
-    from apolo_node.deid.vault import Vault
-    from apolo_node.reasoning.ask import os_user
-    from apolo_node.send.reveal import accession_numbers
-
-    studies = list(result.studies)
-    revealed = accession_numbers(Vault.from_config(cfg), studies)
-    record_audit(
-        engine, actor=os_user(), action="reveal", answer_id=result.answer_id,
-        detail="accession number", studies=studies,
-    )
-    return revealed
-
-
-def _print_answer(result: Any) -> None:
-    """An ``AskResult`` for people: the answer, the evidence as a table, the trace."""
+def _print_answer(asked: Any) -> None:
+    """An ``Asked`` for people: the answer, the evidence as a table, the trace, notes (dates' kind)."""
     from rich.markup import escape
     from rich.panel import Panel
 
@@ -522,10 +485,12 @@ def _print_answer(result: Any) -> None:
     from apolo_node.reasoning.evidence import ref
 
     console = Console(width=max(120, Console().width))
+    result = asked.result
     answer = result.answer
     console.print(Panel(escape(answer.text), title=f"answer {result.answer_id} ({answer.backend})", expand=True))
     retrieved = result.retrieved
-    table = Table(title=f"evidence: {len(result.evidence)} findings, {retrieved.mode} retrieval")
+    table = Table(title=f"evidence: {len(result.evidence)} findings, {retrieved.mode} retrieval, "
+                        f"{asked.dates} dates")
     for col in ("ref", "study (pseudonym)", "date", "modality / body part", "finding", "instance / frame",
                 "box (x1, y1, x2, y2)", "confidence", "score", "cited"):
         table.add_column(col, overflow="fold")  # a UID is shown whole, never cut short
@@ -533,7 +498,7 @@ def _print_answer(result: Any) -> None:
     for k, e in enumerate(result.evidence):
         f = e.finding
         table.add_row(
-            ref(k), e.study_uid, e.study_date.isoformat() if e.study_date else "-",
+            ref(k), e.study_uid, str(asked.study_date(e) or "-"),
             " / ".join(x or "-" for x in (e.modality, e.body_part)), escape(prompts.what(e)),
             f"...{f.sop_instance_uid[-12:]} / {f.frame}",
             ", ".join(f"{v:.0f}" for v in f.box.as_list()) if f.box else "-",
@@ -543,7 +508,7 @@ def _print_answer(result: Any) -> None:
     if result.evidence:
         console.print(table)
     console.print(Panel(escape(answer.trace), title="trace", expand=True))
-    notes = []
+    notes = list(asked.notes)
     if answer.dropped_citations:
         notes.append(f"{answer.dropped_citations} citation(s) of findings not in the evidence were dropped")
     if retrieved.note:

@@ -103,6 +103,7 @@ def test_ask_send_puts_the_answer_and_its_boxes_in_the_original_study(orthanc: O
     assert shown.returncode == 0, shown.stderr
     revealed = json.loads(shown.stdout)
     [(pseudo_study, accession)] = revealed["accession_numbers"].items()
+    assert revealed["dates"] == "real" and {e["study_date"] for e in revealed["evidence"]} == {"2026-01-02"}
     assert pseudo_study != study_uid and accession == f"{marker}AC"[:16]
     from sqlalchemy import text
 
@@ -114,7 +115,8 @@ def test_ask_send_puts_the_answer_and_its_boxes_in_the_original_study(orthanc: O
     engine.dispose()
     actions = [a for a, _, _ in audit]
     # the sender audits each object it delivered (report SR, answer SR, GSPS), ask --send its queueing
-    assert actions[-2:] == ["ask", "reveal"] and actions.count("ask") == 2 and actions.count("send") == 4
+    assert actions[-3:] == ["ask", "real dates", "reveal"] and actions.count("ask") == 2 and actions.count("send") == 4
+    assert actions.count("real dates") == 2  # a user holding the vault key sees real dates, audited
     assert audit[-1][1] == "accession number" and pseudo_study in audit[-1][2]
     assert not any(marker in f"{d} {s}" for _, d, s in audit)
     refused = apolo(make_config(tmp_path / "other"), "ask", "x", "--reveal")

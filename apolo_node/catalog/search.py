@@ -59,7 +59,10 @@ class Filters:
     """Which findings a question is about; None means any. Dates are inclusive.
 
     ``study_uid`` is the pseudonymous Study Instance UID; ``modality`` and ``body_part`` are
-    DICOM code strings, compared without regard to case.
+    DICOM code strings, compared without regard to case. ``since``/``until`` compare the
+    catalog's (shifted) Study Date; ``studies``, when given, lets only these pseudonymous
+    studies through (empty: none), which is how real dates arrive here: the pipeline finds the
+    studies whose real date is in range through the vault, and the catalog never sees the date.
     """
 
     study_uid: str | None = None
@@ -67,8 +70,13 @@ class Filters:
     body_part: str | None = None
     since: dt.date | None = None
     until: dt.date | None = None
+    studies: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.studies is not None and (
+            not isinstance(self.studies, tuple) or not all(isinstance(u, str) and u for u in self.studies)
+        ):
+            raise ValueError("filter studies must be a tuple of study UIDs or None")
         for name in ("study_uid", "modality", "body_part"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -80,11 +88,12 @@ class Filters:
         if self.since and self.until and self.since > self.until:
             raise ValueError(f"filter since {self.since} is after until {self.until}: no date lies between")
 
-    def as_json(self) -> dict[str, str | None]:
+    def as_json(self) -> dict[str, object]:
         return {
             "study": self.study_uid, "modality": self.modality, "body_part": self.body_part,
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
+            **({} if self.studies is None else {"studies": len(self.studies)}),
         }
 
 
@@ -127,6 +136,8 @@ def _filtered(stmt: Select, filters: Filters) -> Select:  # type: ignore[type-ar
         conditions.append(Study.study_date >= filters.since)
     if filters.until:
         conditions.append(Study.study_date <= filters.until)
+    if filters.studies is not None:
+        conditions.append(Study.study_uid.in_(filters.studies))
     return stmt.where(and_(*conditions)) if conditions else stmt
 
 
@@ -152,6 +163,20 @@ def study_exists(engine: Engine, study_uid: str) -> bool:
     """Whether the catalog holds a study of this pseudonymous UID (reported or not)."""
     with engine.connect() as conn:
         return conn.execute(select(Study.id).where(Study.study_uid == study_uid)).first() is not None
+
+
+def studies_dated(engine: Engine, since: dt.date | None, until: dt.date | None) -> list[str]:
+    """Pseudonymous UIDs of the studies whose catalog Study Date lies within (inclusive), or is unknown."""
+    within = []
+    if since:
+        within.append(Study.study_date >= since)
+    if until:
+        within.append(Study.study_date <= until)
+    stmt = select(Study.study_uid).order_by(Study.id)
+    if within:
+        stmt = stmt.where(or_(Study.study_date.is_(None), and_(*within)))
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(stmt)]
 
 
 def count_findings(engine: Engine, filters: Filters, at_most: int | None = None) -> int:
