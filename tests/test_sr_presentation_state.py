@@ -362,13 +362,13 @@ def test_without_any_box_there_is_nothing_to_present(study) -> None:
         build(no_box, [ct1, ct2])
 
 
-def test_images_must_be_grayscale_and_of_one_study(study) -> None:
+def test_images_must_be_presentable_and_of_one_study(study) -> None:
     ct1, _, _ = study
-    colour = deidentified(SecondaryCaptureImageStorage, "OT", ct1.StudyInstanceUID, rows=64, columns=64, bits=8)
-    colour.SamplesPerPixel, colour.PhotometricInterpretation = 3, "RGB"
-    rule = rf"instance {colour.SOPInstanceUID} is RGB: .*MONOCHROME1 or MONOCHROME2"
+    palette = deidentified(SecondaryCaptureImageStorage, "OT", ct1.StudyInstanceUID, rows=64, columns=64, bits=8)
+    palette.PhotometricInterpretation = "PALETTE COLOR"  # neither kind draws on it (test_sr_colour_presentation_state)
+    rule = rf"instance {palette.SOPInstanceUID} is PALETTE COLOR with 1 sample\(s\) per pixel: .*MONOCHROME1 or MONOCHROME2"
     with pytest.raises(ValueError, match=rule):
-        build([boxed(ct1, Box(1, 1, 9, 9))], [ct1, colour])
+        build([boxed(ct1, Box(1, 1, 9, 9))], [ct1, palette])
     elsewhere = ct_slice(uid())
     with pytest.raises(ValueError, match="covers one study"):
         build([boxed(ct1, Box(1, 1, 9, 9))], [ct1, elsewhere])
@@ -389,7 +389,7 @@ def test_annotated_images_must_share_size_polarity_and_rescale(study, other: str
 
 
 def test_the_reader_refuses_what_is_not_a_presentation_state(study) -> None:
-    with pytest.raises(ValueError, match="not a Grayscale Softcopy Presentation State"):
+    with pytest.raises(ValueError, match="not a Grayscale or Color Softcopy Presentation State"):
         read_grounding_presentation_state(study[0])
 
 

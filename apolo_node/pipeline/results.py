@@ -1,10 +1,11 @@
-"""An answer becomes DICOM for the PACS: per study it cites, an answer SR and a GSPS of the cited
-boxes, written de-identified under ``results/<study>/`` and queued in the outbox.
+"""An answer becomes DICOM for the PACS: per study it cites, an answer SR and a presentation state
+of the cited boxes, written de-identified under ``results/<study>/`` and queued in the outbox.
 
 They are built in the de-identified study (the reasoning stage never sees PHI); the sender
 re-links them through the vault to the original study just before the C-STORE. A GSPS covers
-images of one size, polarity and rescale, so the cited boxes are grouped by those; colour
-images get no GSPS (a grayscale presentation state cannot draw on them), only the SR.
+images of one size, polarity and rescale, so the cited boxes are grouped by those; boxes on
+colour images (RGB, YBR) go in a Color Softcopy Presentation State instead, queued as the same
+kind ("gsps"); PALETTE COLOR images get none (neither kind draws on them), only the SR.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from apolo_node.logs import event, get_logger
 from apolo_node.reasoning.ask import AskResult
 from apolo_node.reasoning.evidence import Evidence
 from apolo_node.spool import RESULTS, Spool
-from apolo_node.sr import CitedFinding, answer_report, grounding_presentation_state
+from apolo_node.sr import CitedFinding, answer_report, grounding_presentation_state, presentable
 
 log = get_logger("results")
 
@@ -92,7 +93,7 @@ def _study_results(
     groups: dict[tuple[object, ...], list[Finding]] = defaultdict(list)
     for e in cited:
         image = images.get(e.finding.sop_instance_uid)
-        if e.finding.box is not None and image is not None and int(image.get("SamplesPerPixel", 1)) == 1:
+        if e.finding.box is not None and image is not None and presentable(image):
             groups[_group_key(image)].append(e.finding)
     for findings in groups.values():
         referenced = list({f.sop_instance_uid: images[f.sop_instance_uid] for f in findings}.values())

@@ -17,6 +17,7 @@ from apolo_node.sr.narrative import Narrative, compose_narrative
 from apolo_node.sr.presentation_state import (
     GroundingBox,
     grounding_presentation_state,
+    presentable,
     read_grounding_presentation_state,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "compose_narrative",
     "grounding_presentation_state",
     "measurement_report",
+    "presentable",
     "read_answer_report",
     "read_grounding_presentation_state",
     "read_measurement_report",

@@ -1,7 +1,10 @@
-"""Grayscale Softcopy Presentation State: the grounding boxes of findings drawn over their images.
+"""Softcopy presentation states: the grounding boxes of findings drawn over their images.
 
-PACS viewers that ignore a TID 1500 SR's regions still display a GSPS (PS3.3 A.33.1), so the boxes
-the vision stage found go back as one. ``read_grounding_presentation_state`` reads back what
+PACS viewers that ignore a TID 1500 SR's regions still display a presentation state, so the boxes
+the vision stage found go back as one: a Grayscale Softcopy Presentation State (PS3.3 A.33.1) over
+MONOCHROME1/2 images, a Color Softcopy Presentation State (A.33.2) over colour images (three
+samples: RGB, YBR_*). PALETTE COLOR images get neither (a colour one requires three samples, a
+grayscale one would replace the palette). ``read_grounding_presentation_state`` reads back what
 ``grounding_presentation_state`` drew.
 
 What is drawn (PS3.3 C.10.5 Graphic Annotation, C.10.7 Graphic Layer):
@@ -15,7 +18,9 @@ What is drawn (PS3.3 C.10.5 Graphic Annotation, C.10.7 Graphic Layer):
 - only the annotated instances are referenced, and they must share one size (highdicom writes
   one Displayed Area) and one Photometric Interpretation: the presentation state replaces the
   image's own, so MONOCHROME1 images get Presentation LUT Shape INVERSE (as dcmtk does);
-- the Modality LUT (rescale) and the VOI LUT (window, or VOI LUT Sequence; top level or
+- a colour presentation state has no grayscale pipeline: it carries the images' ICC profile (the
+  same for all, top level or of the one optical path), else an sRGB profile;
+- (grayscale) the Modality LUT (rescale) and the VOI LUT (window, or VOI LUT Sequence; top level or
   functional groups) are copied from the images, so that each displays as the radiologist
   expects. A presentation state holds one Modality LUT, so the annotated images must share one
   rescale (absent means slope 1, intercept 0); VOI items reference the images (and frames) they
@@ -25,6 +30,7 @@ What is drawn (PS3.3 C.10.5 Graphic Annotation, C.10.7 Graphic Layer):
 from __future__ import annotations
 
 import importlib.metadata
+import pkgutil
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -32,7 +38,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage
+from pydicom.uid import ColorSoftcopyPresentationStateStorage, GrayscaleSoftcopyPresentationStateStorage
 
 from apolo_node.findings import Algorithm, Box, Finding
 from apolo_node.sr.measurement_report import (
@@ -47,7 +53,15 @@ LAYER = "AI FINDINGS"
 LAYER_COLOR = hd.color.CIELabColor.from_string("yellow")
 LAYER_GRAYSCALE = 0xFFFF  # white on a monochrome display
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT")
+PRESENTATION_STATES = {
+    GrayscaleSoftcopyPresentationStateStorage: "Grayscale Softcopy Presentation State",
+    ColorSoftcopyPresentationStateStorage: "Color Softcopy Presentation State",
+}
 _RESCALE_TYPES = {v.value for v in hd.RescaleTypeValues}
+# the sRGB colour space conversion ("spac") profile highdicom ships for its own presentation states;
+# littleCMS's sRGB is a monitor profile, which C.11.15 does not allow
+SRGB_PROFILE = pkgutil.get_data("highdicom", "_icc_profiles/sRGB_v4_ICC_preference.icc") or b""
 
 
 class GroundingBox(NamedTuple):
@@ -57,6 +71,17 @@ class GroundingBox(NamedTuple):
     sop_instance_uid: str
     frame: int
     box: Box
+
+
+def is_colour(ds: Dataset) -> bool:
+    """Whether an image takes a Color (not a Grayscale) Softcopy Presentation State."""
+    return int(ds.get("SamplesPerPixel", 1) or 1) == 3 and ds.get("PhotometricInterpretation") in COLOUR
+
+
+def presentable(ds: Dataset) -> bool:
+    """Whether ``grounding_presentation_state`` can draw on this image (grayscale or three-sample colour)."""
+    grayscale = ds.get("PhotometricInterpretation") in GRAYSCALE and int(ds.get("SamplesPerPixel", 1) or 1) == 1
+    return grayscale or is_colour(ds)
 
 
 def grounding_presentation_state(
@@ -69,12 +94,14 @@ def grounding_presentation_state(
     instance_number: int = 1,
     content_label: str = "AI_FINDINGS",
     algorithm: Algorithm | None = None,
-) -> hd.pr.GrayscaleSoftcopyPresentationState:
-    """A GSPS drawing the box and label of each finding over the instance and frame it was seen on.
+) -> hd.pr.GrayscaleSoftcopyPresentationState | hd.pr.ColorSoftcopyPresentationState:
+    """A presentation state drawing the box and label of each finding over the instance and frame
+    it was seen on: grayscale (GSPS) over MONOCHROME images, colour (CSPS) over colour images.
 
     Findings without a box are skipped: a presentation state can only draw a place. ``images``
-    must be grayscale (MONOCHROME1/2) instances of one study; those with a box drawn on them must
-    share size, Photometric Interpretation and rescale. Raises ValueError when no finding has a
+    must be grayscale (MONOCHROME1/2) or three-sample colour instances of one study; those with a
+    box drawn on them must share size and be all colour or all grayscale, grayscale ones also
+    Photometric Interpretation and rescale. Raises ValueError when no finding has a
     box, when a finding's instance is not in ``images`` (naming the UID), when its frame is not
     in the instance, or when its box lies outside the frame (naming box, frame size, instance).
     ``algorithm`` names the software in the equipment module. Never touches the disk and never
@@ -96,22 +123,37 @@ def grounding_presentation_state(
         layer_name=LAYER, order=1, description="Findings located by AI", display_color=LAYER_COLOR
     )
     layer.GraphicLayerRecommendedDisplayGrayscaleValue = LAYER_GRAYSCALE
+    identity = {
+        "referenced_images": referenced,
+        "series_instance_uid": series_instance_uid,
+        "series_number": series_number,
+        "sop_instance_uid": sop_instance_uid,
+        "instance_number": instance_number,
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": algorithm.name if algorithm else MANUFACTURER,
+        "software_versions": algorithm.version if algorithm else importlib.metadata.version("apolo-node"),
+        "device_serial_number": None,  # Type 3 here; highdicom omits None
+        "content_label": content_label,
+        "content_description": "Boxes of findings located by AI",
+        "graphic_layers": [layer],
+        "graphic_annotations": [_annotation(f, by_uid[f.sop_instance_uid], layer) for f in boxed],
+    }
+    pr: Dataset
+    if is_colour(referenced[0]):
+        pr = hd.pr.ColorSoftcopyPresentationState(**identity, icc_profile=_icc_profile(referenced))
+    else:
+        pr = _grayscale(identity, referenced)
+    pr.SeriesDescription = "apolo-node AI findings"
+    _copy_body_part_and_laterality(pr, referenced)
+    return pr
+
+
+def _grayscale(identity: dict, referenced: list[Dataset]) -> hd.pr.GrayscaleSoftcopyPresentationState:
+    """A GSPS with the images' own Modality LUT, VOI LUT and polarity."""
     voi = _voi_transformations(referenced)
     shape = "INVERSE" if referenced[0].PhotometricInterpretation == "MONOCHROME1" else "IDENTITY"
     pr = hd.pr.GrayscaleSoftcopyPresentationState(
-        referenced_images=referenced,
-        series_instance_uid=series_instance_uid,
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid,
-        instance_number=instance_number,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=algorithm.name if algorithm else MANUFACTURER,
-        software_versions=algorithm.version if algorithm else importlib.metadata.version("apolo-node"),
-        device_serial_number=None,  # type: ignore[arg-type]  # Type 3 here; highdicom omits None
-        content_label=content_label,
-        content_description="Boxes of findings located by AI",
-        graphic_layers=[layer],
-        graphic_annotations=[_annotation(f, by_uid[f.sop_instance_uid], layer) for f in boxed],
+        **identity,
         modality_lut_transformation=_modality_transformation(referenced),
         # highdicom copies VOI itself when given none, but cannot for classic multi-frame images:
         # a placeholder keeps it from trying, and goes when the images have no VOI of their own
@@ -120,17 +162,32 @@ def grounding_presentation_state(
     )
     if not voi:
         del pr.SoftcopyVOILUTSequence
-    pr.SeriesDescription = "apolo-node AI findings"
-    _copy_body_part_and_laterality(pr, referenced)
     return pr
+
+
+def _icc_profile(referenced: list[Dataset]) -> bytes:
+    """The one ICC profile of the annotated images (top level, or of a single optical path), else
+    sRGB: PS3.3 C.11.15 says colour without a profile is to be taken as sRGB."""
+    profiles = set()
+    for ds in referenced:
+        paths = ds.get("OpticalPathSequence") or []
+        profile = ds.get("ICCProfile") or (paths[0].get("ICCProfile") if len(paths) == 1 else None)
+        profiles.add(bytes(profile) if profile else None)
+    if len(profiles) > 1:
+        raise ValueError(
+            f"the {len(referenced)} annotated colour instances carry different ICC profiles: a presentation "
+            "state has one; make one per profile"
+        )
+    (profile,) = profiles
+    return profile if profile is not None else SRGB_PROFILE
 
 
 def read_grounding_presentation_state(ds: Dataset) -> list[GroundingBox]:
     """The (label, instance, frame, box) of every POLYLINE that ``grounding_presentation_state`` drew."""
-    if ds.get("SOPClassUID") != GrayscaleSoftcopyPresentationStateStorage:
+    if ds.get("SOPClassUID") not in PRESENTATION_STATES:
         raise ValueError(
-            f"dataset {ds.get('SOPInstanceUID', '(no SOP Instance UID)')} is not a Grayscale Softcopy "
-            f"Presentation State: its SOP Class UID is {ds.get('SOPClassUID')}"
+            f"dataset {ds.get('SOPInstanceUID', '(no SOP Instance UID)')} is not a Grayscale or Color "
+            f"Softcopy Presentation State: its SOP Class UID is {ds.get('SOPClassUID')}"
         )
     boxes = []
     for annotation in ds.get("GraphicAnnotationSequence", []):
@@ -158,11 +215,12 @@ def read_grounding_presentation_state(ds: Dataset) -> list[GroundingBox]:
 def _images_by_uid(images: Sequence[Dataset]) -> dict[str, Dataset]:
     by_uid = _evidence_by_uid(images, "images", "a presentation state")
     for uid, ds in by_uid.items():
-        photometric = ds.get("PhotometricInterpretation")
-        if photometric not in GRAYSCALE or ds.get("SamplesPerPixel", 1) != 1:
+        if not presentable(ds):
             raise ValueError(
-                f"images instance {uid} is {photometric}: a Grayscale Softcopy Presentation State "
-                f"applies only to {' or '.join(GRAYSCALE)} images"
+                f"images instance {uid} is {ds.get('PhotometricInterpretation')} with "
+                f"{ds.get('SamplesPerPixel', 1)} sample(s) per pixel: a Grayscale Softcopy Presentation State "
+                f"applies only to {' or '.join(GRAYSCALE)} images, a Color one only to three-sample "
+                f"{', '.join(COLOUR)} images"
             )
     return by_uid
 
@@ -198,7 +256,13 @@ def _check_alike(referenced: list[Dataset]) -> None:
                 f"({ds.Columns}x{ds.Rows}) both carry boxes but differ in size: a presentation state "
                 "has one displayed area; make one per image size"
             )
-        if ds.PhotometricInterpretation != first.PhotometricInterpretation:
+        if is_colour(ds) != is_colour(first):
+            raise ValueError(
+                f"instances {first.SOPInstanceUID} ({first.PhotometricInterpretation}) and "
+                f"{ds.SOPInstanceUID} ({ds.PhotometricInterpretation}) both carry boxes but one is colour "
+                "and one grayscale: a presentation state is one or the other; make one per kind"
+            )
+        if not is_colour(ds) and ds.PhotometricInterpretation != first.PhotometricInterpretation:
             raise ValueError(
                 f"instances {first.SOPInstanceUID} ({first.PhotometricInterpretation}) and "
                 f"{ds.SOPInstanceUID} ({ds.PhotometricInterpretation}) both carry boxes but differ in "
