@@ -36,7 +36,9 @@ NODULE = [Seen("Nodule", "Solid nodule of 6 mm in the right upper lobe", "right 
 
 
 def with_key(cfg: Config, key: str) -> Config:
-    return config_mod.replace(cfg, deid={"vault_key": key}, reasoning={"semantic": False})
+    """``cfg`` whose user holds the vault key (sending back on: the vault is kept), or not (``key`` empty)."""
+    return config_mod.replace(cfg, deid={"vault_key": key}, send={"enabled": bool(key)},
+                              reasoning={"semantic": False})
 
 
 def original(study_uid: str, day: dt.date) -> Dataset:
@@ -120,6 +122,10 @@ def test_without_the_vault_key_every_date_says_it_is_shifted(catalog: tuple[Conf
     assert shown["evidence"][0]["study_date"] == SHIFTED_A.isoformat()
     assert "shifted_study_date" not in shown["evidence"][0]
     assert [a.action for a in audit_of(engine, asked.result.answer_id)] == ["ask"]  # no vault read
+    # A vault key that only encrypts the quarantine (no sending back, so no vault) opens no date.
+    quarantine_only = config_mod.replace(cfg, send={"enabled": False})
+    asked = ask_question(quarantine_only, engine, "Is there a nodule?", Filters(since=SHIFTED_A, until=SHIFTED_A))
+    assert asked.dates == SHIFTED and asked.result.studies == ["2.25.71"]
 
 
 def test_a_named_study_is_checked_against_real_dates_too(catalog: tuple[Config, Engine]) -> None:
@@ -133,6 +139,7 @@ def test_a_named_study_is_checked_against_real_dates_too(catalog: tuple[Config, 
 
 def test_send_and_reveal_need_sending_back_before_anything_is_asked(catalog: tuple[Config, Engine]) -> None:
     cfg, engine = catalog
+    cfg = config_mod.replace(cfg, send={"enabled": False})
     with pytest.raises(BadRequest, match="--send and --reveal need sending back enabled"):
         ask_question(cfg, engine, "nodule?", Filters(), reveal=True)
     with engine.connect() as conn:
@@ -142,7 +149,7 @@ def test_send_and_reveal_need_sending_back_before_anything_is_asked(catalog: tup
 def test_ask_on_an_ingested_study_takes_its_real_date_with_the_key(tmp_path: Path, cfg: Config) -> None:
     """The real de-identifier shifts the date, the real vault keeps it, the CLI turns one into the other."""
     key = Fernet.generate_key().decode()
-    cfg = config_mod.replace(with_key(cfg, key), send={"enabled": True}, log={"file": str(tmp_path / "apolo.log")})
+    cfg = config_mod.replace(with_key(cfg, key), log={"file": str(tmp_path / "apolo.log")})
     marker = new_marker()
     (tmp_path / "in").mkdir()
     ds = phantom_ct(study_uid=generate_uid(), series_uid=generate_uid(), marker=marker)
@@ -159,7 +166,7 @@ def test_ask_on_an_ingested_study_takes_its_real_date_with_the_key(tmp_path: Pat
     [shifted_day] = {e["shifted_study_date"] for e in shown["evidence"]}
     assert shifted_day < "2023-01-03"  # moved back a year or more
 
-    no_key = with_key(config_mod.replace(cfg, send={"enabled": False}), "")
+    no_key = with_key(cfg, "")
     missed = apolo(no_key, "ask", "Is there any metal?", "--since", "2024-01-01", "--json")
     assert missed.returncode == 0, missed.stderr
     assert json.loads(missed.stdout)["evidence"] == [] and json.loads(missed.stdout)["dates"] == "shifted"

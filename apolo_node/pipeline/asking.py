@@ -103,8 +103,12 @@ class Asked:
 
 
 def holds_vault_key(cfg: Config) -> bool:
-    """Whether this user holds the vault key (``[deid] vault_key``): then dates are real."""
-    return bool(cfg.deid.vault_key.strip())
+    """Whether this user holds the vault's key: then dates are real.
+
+    The vault is kept only with sending back enabled (``pipeline.parts``); a ``[deid]
+    vault_key`` without it only encrypts the quarantine, and opens no study date.
+    """
+    return cfg.send.enabled and bool(cfg.deid.vault_key.strip())
 
 
 def allowed(cfg: Config, *, send: bool = False, reveal: bool = False) -> None:
