@@ -4,6 +4,7 @@ when the node misses what was planted or when a reference says something else.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,9 +18,12 @@ from PIL import Image
 from apolo_node import config as config_mod
 from apolo_node.config import Config
 from apolo_node.pipeline import eval_set, scores
-from apolo_node.pipeline.evaluation import CaseError, evaluate, format_report, load_cases
+from apolo_node.findings import Algorithm
+from apolo_node.pipeline.evaluation import CaseError, evaluate, format_report, load_cases, open_answer
+from apolo_node.sr import compose_narrative
 from apolo_node.vision import transformers_backend
 from apolo_node.vision.baseline import BaselineBackend
+from tests.deep_nesting import deep_content_file
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "eval_vision.py"
@@ -59,6 +63,21 @@ def test_text_scores() -> None:
     assert 0 < scores.bleu("metal clip left", "metal clip on the left side", 4) < scores.bleu(
         "metal clip on the left", "metal clip on the left side", 4
     )
+
+
+@pytest.mark.parametrize(
+    ("prose", "answer"),
+    [
+        ("No acute abnormality. Impression: normal chest", "normal chest"),
+        ("The heart is enlarged.", "The heart is enlarged."),  # no impression: the prose, not the template
+        ("", None),  # no prose (the baseline): the templated impression
+    ],
+)
+def test_an_open_question_gets_the_models_own_words(prose: str, answer: str | None) -> None:
+    algorithm = Algorithm("m", "1")
+    narrative = compose_narrative([prose] if prose else [], [], [], 1, algorithm)
+    assert open_answer(narrative, bool(prose)) == (answer or narrative.impression)
+    assert answer is not None or "found no finding" in open_answer(narrative, False)
 
 
 def test_the_baseline_finds_what_the_phantom_set_plants(cfg: Config, tmp_path: Path) -> None:
@@ -122,16 +141,20 @@ def test_a_picture_a_missing_file_and_one_that_cannot_be_deidentified(cfg: Confi
         {"image": "square.png", "task": "detect", "boxes": [{"label": "Dense object", "box": [220, 50, 240, 70]}]},
         {"image": "missing.dcm", "task": "closed", "question": "Is there metal?", "answer": "no"},
         {"image": "unnamed.dcm", "task": "closed", "question": "Is there metal?", "answer": "no"},
+        {"image": "deep.dcm", "task": "closed", "question": "Is there metal?", "answer": "no"},
     )
+    deep_content_file(tmp_path / "deep.dcm", cfg.deid.max_depth + 50)
     unnamed = eval_set.ct_phantom("unnamed", metal=None, lung=False)
     unnamed.SOPInstanceUID = ""
     unnamed.save_as(tmp_path / "unnamed.dcm", enforce_file_format=True)
     report = run(path, cfg)
     assert report["detection"]["Dense object"]["recall"] == 1.0
-    assert report["failed_images"] == 2 and report["closed"]["questions"] == 0
+    assert report["failed_images"] == 3 and report["closed"]["questions"] == 0
     assert "FileNotFoundError" in report["per_case"][1]["error"]
     # Not de-identified, not looked at: the error names the rule, never a header value.
     assert report["per_case"][2]["error"] == "DeidError: SOPInstanceUID is missing or empty; the instance cannot be named"
+    # Hostile nesting is refused from the file's bytes, before pydicom (which recurses) reads it.
+    assert report["per_case"][3]["error"].startswith("TooDeep: sequences nest deeper than [deid] max_depth")
     assert "Phantom" not in json.dumps(report)
 
 
@@ -167,17 +190,29 @@ def _script(cfg_path: Path, *args: str, env: dict[str, str] | None = None) -> su
     )
 
 
-def test_the_script_runs_the_phantom_set_and_says_bad_input(tmp_path: Path) -> None:
+def test_the_script_scores_a_case_file_and_says_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg_path = tmp_path / "apolo.toml"
     cfg_path.write_text(f'[spool]\nroot = "{tmp_path / "spool"}"\n')
-    done = _script(cfg_path, "--phantoms", "--json")
+    done = _script(cfg_path, "--make-set", str(tmp_path / "set"))  # the set as the README writes it
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == tmp_path / "set" / eval_set.CASES
+    one = cases_file(tmp_path / "set", eval_set.CASE_LIST[0])
+    done = _script(cfg_path, str(one), "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["algorithm"].startswith("apolo-node baseline") and report["detection"]["Metal"]["recall"] == 1.0
+    # Bad input, in process (the same main): exit 2 and the line's rule on stderr.
+    spec = importlib.util.spec_from_file_location("eval_vision", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"image": "a.dcm", "task": "segment"}\n')
-    refused = _script(cfg_path, str(bad))
-    assert refused.returncode == 2 and "line 1: task must be one of" in refused.stderr
+    assert script.main(["--config", str(cfg_path), str(bad)]) == 2
+    assert "line 1: task must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main(["--config", str(cfg_path), str(bad), "--phantoms"])  # not both
+    assert "give a cases file or --phantoms" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(transformers_backend.available() is not None, reason="torch/transformers not installed")

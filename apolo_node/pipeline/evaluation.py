@@ -21,7 +21,8 @@ A case (one JSON object per line) has ``image`` (relative to the JSONL file) and
 Questions are answered from the node's output for the image, as a clinician would get it: a
 finding whose label the question names ("Is there metal?" -> yes if a finding is labelled
 Metal), its side from its box and the image's orientation (radiological display when the image
-does not say), its box; an open question by the narrative's impression. The vision backends take
+does not say), its box; an open question by the narrative's impression (the model's own prose
+when it wrote prose but no impression). The vision backends take
 no question (they are asked for findings, with their family's prompt), so the figures measure the
 node with that model, not the model's free answers.
 """
@@ -53,10 +54,12 @@ from pydicom.uid import (
 
 from apolo_node.config import Config
 from apolo_node.deid import Deidentifier
-from apolo_node.deid.command import DeidError, clean_instance
+from apolo_node.deid.command import DeidError, clean_instance, read_instance
+from apolo_node.deid.depth import TooDeep
 from apolo_node.findings import Finding
 from apolo_node.pipeline import scores
-from apolo_node.sr import compose_narrative, measurement_report, read_measurement_report
+from apolo_node.sr import Narrative, compose_narrative, measurement_report, read_measurement_report
+from apolo_node.sr.narrative import TEMPLATE_NOTE
 from apolo_node.vision.backend import VisionBackend
 from apolo_node.vision.look import choose_instances, look
 
@@ -190,8 +193,9 @@ def picture_instance(path: Path) -> Dataset:
     return ds
 
 
-def read_image(case: Case) -> Dataset:
-    """The case's image as a dataset: a DICOM file, a pydicom test file, or a picture."""
+def read_image(case: Case, max_depth: int) -> Dataset:
+    """The case's image as a dataset: a DICOM file (its nesting checked before pydicom reads it,
+    as the de-identifier does), a pydicom test file, or a picture."""
     if case.path is None:
         from pydicom.data import get_testdata_file
 
@@ -201,7 +205,7 @@ def read_image(case: Case) -> Dataset:
         return dcmread(found)
     if case.path.suffix.lower() in PICTURES:
         return picture_instance(case.path)
-    return dcmread(case.path)
+    return read_instance(case.path, max_depth)
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,7 @@ class Examined:
     findings: tuple[Finding, ...]
     impression: str
     findings_text: str
+    answer: str  # to an open question: the impression, or the model's prose where it wrote no impression
     images: int  # model images shown (frames, tiles)
     seconds: float  # looking only (vision.look), not reading or de-identifying
     columns: int  # of the source frame
@@ -229,6 +234,14 @@ def _row_toward_left(ds: Dataset) -> bool:
     if letters is not None and len(letters) == 2 and str(letters[0])[:1] in ("L", "R"):
         return str(letters[0]).startswith("L")
     return True
+
+
+def open_answer(narrative: Narrative, prose: bool) -> str:
+    """The node's answer to an open question: the impression, unless it is the template's and the
+    model wrote prose (then its prose, the findings text)."""
+    if prose and narrative.impression.startswith(TEMPLATE_NOTE):
+        return narrative.findings
+    return narrative.impression
 
 
 def examine(ds: Dataset, backend: VisionBackend, cfg: Config, deidentifier: Deidentifier) -> Examined:
@@ -251,7 +264,7 @@ def examine(ds: Dataset, backend: VisionBackend, cfg: Config, deidentifier: Deid
     content = read_measurement_report(dcmread(buffer))
     said = content.narrative or narrative
     return Examined(
-        content.findings, said.impression, said.findings, result.images, seconds, int(clean.Columns),
+        content.findings, said.impression, said.findings, open_answer(said, bool(result.free_text)), result.images, seconds, int(clean.Columns),
         _row_toward_left(clean),
     )
 
@@ -342,7 +355,7 @@ def _detect(case: Case, seen: Examined, labels: dict[str, _Label], threshold: fl
 def _failure(exc: Exception) -> str:
     """Why an image failed, without a header value: the message only of errors that quote none
     (a missing file names the path given; a de-identification error names tags and rules)."""
-    if isinstance(exc, (OSError, DeidError)):
+    if isinstance(exc, (OSError, DeidError, TooDeep)):
         return f"{type(exc).__name__}: {exc}"
     return type(exc).__name__
 
@@ -365,7 +378,7 @@ def evaluate(
         key = case.image if case.path is None else str(case.path.resolve())
         if key not in examined:
             try:
-                examined[key] = examine(read_image(case), backend, cfg, deid)
+                examined[key] = examine(read_image(case, cfg.deid.max_depth), backend, cfg, deid)
             except Exception as exc:  # a bad image fails its cases, not the run
                 examined[key] = _failure(exc)
         seen = examined[key]
@@ -388,7 +401,7 @@ def evaluate(
             closed.append(scores.exact(said, case.answer))
             row.update(answer=said, reference=case.answer, correct=closed[-1])
         else:
-            said = seen.impression
+            said = seen.answer
             f1s.append(scores.token_f1(said, case.answer))
             bleu1.append(scores.bleu(said, case.answer, 1))
             bleu4.append(scores.bleu(said, case.answer, 4))
