@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import Engine, text, update
 
+from apolo_node.catalog import embeddings as catalog_embeddings
 from apolo_node.catalog import search
 from apolo_node.catalog.models import Series, Study
 from apolo_node.catalog.records import InstanceRecord, record_instance
@@ -17,7 +18,7 @@ from apolo_node.catalog.reports import ReportRecord, record_report
 from apolo_node.catalog.search import Filters
 from apolo_node.config import ReasoningSettings
 from apolo_node.findings import Algorithm, Box, Code, Finding, Measurement
-from apolo_node.reasoning import embedding, retrieval
+from apolo_node.reasoning import embedding, retrieval, vectors
 from apolo_node.reasoning.retrieval import Retriever, make_embedder, query_terms
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -262,11 +263,12 @@ def test_semantic_search_finds_a_pneumothorax_for_air_in_the_chest(
     assert found.evidence[0].score > found.evidence[1].score
 
 
-def test_semantic_candidates_come_from_similar_concepts_in_a_large_catalog(
+def test_semantic_candidates_come_from_similar_concepts_while_findings_lack_stored_vectors(
     engine: Engine, embedder: embedding.Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     unrelated_and_pneumothorax(engine)
     monkeypatch.setattr(retrieval, "EXHAUSTIVE_MAX", 1)  # three findings are "many": concepts first
+    monkeypatch.setattr(retrieval, "BACKFILL_PER_QUESTION", 0)  # none stored: not the stored vectors
     monkeypatch.setattr(retrieval, "CONCEPTS_PICKED", 1)
     found = Retriever(engine, limit=3, embedder=embedder).retrieve("air in the chest", Filters())
     assert [e.finding.label for e in found.evidence] == ["Pneumothorax"]
@@ -286,3 +288,60 @@ def test_semantic_search_is_off_when_configured_or_not_importable(
     found = finder.retrieve("pleural effusion", Filters())
     assert found.mode == retrieval.TEXT and found.note == why
     assert [e.finding.label for e in found.evidence] == ["Pleural effusion"]
+
+
+# -- stored finding vectors (migration 0010) -----------------------------------------------------
+
+def embedding_rows(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM finding_embedding")).scalar_one())
+
+
+def test_finding_vectors_are_stored_once_equal_to_the_model_s_and_follow_new_findings(
+    engine: Engine, embedder: embedding.Embedder
+) -> None:
+    three_studies(engine)
+    assert vectors.embed_missing(engine, embedder)[0] == 4
+    assert vectors.embed_missing(engine, embedder)[0] == 0  # each finding once
+    assert embedding_rows(engine) == 4
+    hit = search.recent_findings(engine, Filters(study_uid="2.25.103"), 1)[0]
+    stored = catalog_embeddings.vectors_of(engine, embedder.key, [hit.finding.tracking_uid])
+    made = embedder.encode([retrieval.finding_text(hit.finding)])[0]
+    assert float(vectors.from_bytes(stored[hit.finding.tracking_uid]) @ made) > 0.9999
+    index = vectors.VectorIndex(embedder.key)
+    assert index.update(engine, embedder, 10) and len(index) == 4
+    unrelated_and_pneumothorax(engine)  # three findings more, reported after the index was read
+    assert not index.update(engine, embedder, 2)  # a bounded batch: one still lacks a vector
+    assert index.update(engine, embedder, 2) and len(index) == 7 and embedding_rows(engine) == 7
+
+
+def test_semantic_ranking_reads_stored_vectors_and_embeds_only_the_question(
+    engine: Engine, embedder: embedding.Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unrelated_and_pneumothorax(engine)
+    three_studies(engine)
+    vectors.embed_missing(engine, embedder)
+    monkeypatch.setattr(retrieval, "EXHAUSTIVE_MAX", 1)  # seven findings are "many": the nearest stored
+    model = embedding.Embedder.__new__(embedding.Embedder)  # the same model, that refuses passages
+    model.__dict__.update(embedder.__dict__)
+
+    def no_passages(texts: Sequence[str]) -> None:
+        raise AssertionError(f"embedded {len(texts)} finding texts: the stored vectors were not used")
+
+    monkeypatch.setattr(model, "encode", no_passages)
+    found = Retriever(engine, limit=2, embedder=model).retrieve("air in the chest", Filters())
+    assert found.mode == retrieval.SEMANTIC and found.evidence[0].finding.label == "Pneumothorax"
+    # a filter that keeps few of the nearest: widened, then every finding within it ranked
+    monkeypatch.setattr(retrieval, "NEAREST_MAX", 2)
+    head = Retriever(engine, limit=2, embedder=model).retrieve("air in the chest", Filters(modality="MR"))
+    assert [e.finding.label for e in head.evidence] == ["Lesion"]
+
+
+def test_a_finding_s_vectors_go_with_it(engine: Engine, embedder: embedding.Embedder) -> None:
+    three_studies(engine)
+    vectors.embed_missing(engine, embedder)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM finding WHERE label = 'Nodule'"))
+    assert embedding_rows(engine) == 3
+    with pytest.raises(ValueError, match="takes 1536 bytes"):
+        catalog_embeddings.store(engine, embedder.key, 384, [(1, b"\0" * 16)])

@@ -17,10 +17,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -207,6 +209,22 @@ class FindingRow(Base):
     location: Mapped[str | None] = mapped_column(String(64), nullable=True)
     measurements: Mapped[str] = mapped_column(Text, default="[]")  # JSON: [{name, value, unit}]
     model: Mapped[str] = mapped_column(String(128))
+
+
+class FindingEmbedding(Base):
+    """A finding's unit vector from one embedding model, stored once (``catalog.embeddings``)."""
+
+    __tablename__ = "finding_embedding"
+    __table_args__ = (
+        UniqueConstraint("finding_id", "model"),
+        Index("ix_finding_embedding_model_id", "model", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    finding_id: Mapped[int] = mapped_column(ForeignKey("finding.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(64))  # the embedder's key, e.g. minilm
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # dim little-endian float32
 
 
 class OutboxState(str, enum.Enum):

@@ -28,14 +28,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import Engine
 
-from apolo_node.catalog import reports, search
+from apolo_node.catalog import embeddings, reports, search
 from apolo_node.catalog.search import Filters, FindingHit
 from apolo_node.config import ReasoningSettings
 from apolo_node.findings import Finding
 from apolo_node.logs import event, get_logger
-from apolo_node.reasoning import cjk, embedding
+from apolo_node.reasoning import cjk, embedding, vectors
 from apolo_node.reasoning.embedding import Embedder, MultilingualEmbedder, SentenceEmbedder
 from apolo_node.reasoning.evidence import Evidence
 from apolo_node.reasoning.phrases import EN
@@ -52,6 +53,11 @@ EXHAUSTIVE_MAX = 100  # within the filters, up to this many findings are all sco
 CONCEPTS_MAX = 1000  # distinct labels compared with the question (each embedded once)
 CONCEPTS_PICKED = 5  # the most similar concepts whose findings become candidates
 LEXICAL_BONUS = 0.1
+# Findings lacking a stored vector that one question embeds and stores (until none lack one, a
+# question ranks the concepts' findings instead of the whole catalog's vectors).
+BACKFILL_PER_QUESTION = 256
+NEAREST_FACTOR = 8  # nearest findings of the catalog read per candidate wanted, widened by this
+NEAREST_MAX = 2560  # past this many, every finding within the filters is ranked instead
 TERMS_MAX = 24
 # Words that say nothing about a finding: English function words, and the question's framing.
 STOPWORDS = frozenset(["a", "about", "above", "after", "all", "also", "am", "an", "and", "any", "anything", "are", "as", "at", "be", "been", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "done", "during", "each", "either", "else", "ever", "few", "find", "findings", "finding", "for", "found", "from", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "list", "me", "more", "most", "my", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "out", "over", "own", "please", "same", "seen", "she", "should", "show", "shown", "so", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "study", "studies", "image", "images", "patient", "patients", "scan", "scans", "exam", "seen", "see", "any", "there"])
@@ -69,16 +75,8 @@ def query_terms(question: str) -> list[str]:
 
 
 def finding_text(f: Finding) -> str:
-    """What a finding says, as one sentence for the embedding model."""
-    parts = [f.label]
-    if f.code.meaning.lower() != f.label.lower():
-        parts.append(f.code.meaning)
-    if f.description:
-        parts.append(f.description)
-    where = " ".join(x for x in (f.laterality, f.location) if x)
-    if where:
-        parts.append(where)
-    return ". ".join(p.strip().rstrip(".") for p in parts if p.strip())
+    """What a finding says, as one sentence for the embedding model (as its stored vector was made)."""
+    return vectors.text_of(f.label, f.code.meaning, f.description, f.laterality, f.location)
 
 
 @dataclass(frozen=True)
@@ -195,10 +193,15 @@ class Retriever:
         assert self.embedder is not None
         wanted = self.limit * SEMANTIC_FACTOR
         text_hits = text_hits[:wanted]
+        index = vectors.index_for(self.engine, self.embedder.key)
+        stored_all = index.update(self.engine, self.embedder, BACKFILL_PER_QUESTION)
+        query = self.embedder.question(question)
         total = search.count_findings(self.engine, filters, at_most=EXHAUSTIVE_MAX)
         if total <= EXHAUSTIVE_MAX:
             candidates = search.recent_findings(self.engine, filters, max(total, 1))
-        else:
+        elif stored_all:
+            candidates = self._nearest(index, query, filters, wanted)
+        else:  # findings still lack stored vectors: the concepts most like the question
             concepts = search.concepts(self.engine, CONCEPTS_MAX)
             texts = [
                 label if label.lower() == meaning.lower() else f"{label}. {meaning}" for label, meaning in concepts
@@ -213,10 +216,40 @@ class Retriever:
         pool = list({h.finding.tracking_uid: h for h in [*text_hits, *candidates]}.values())
         if not pool:
             return [], SEMANTIC, 0
-        similarity = self.embedder.similarities(question, [finding_text(h.finding) for h in pool])
+        similarity = [float(x) for x in self._vectors_of(pool) @ query]
         scores = [s + LEXICAL_BONUS * lexical.get(h.finding.tracking_uid, 0.0) for s, h in zip(similarity, pool)]
         scored = sorted(((s, k) for k, s in enumerate(scores)), key=lambda x: (-x[0], x[1]))
         return [Evidence.from_hit(pool[k], s) for s, k in scored[: self.limit]], SEMANTIC, len(pool)
+
+
+    def _nearest(self, index: vectors.VectorIndex, query: np.ndarray, filters: Filters, wanted: int) -> list[FindingHit]:
+        """The findings within the filters nearest the question by their stored vectors.
+
+        The nearest of the whole catalog first, widened while the filters keep too few of
+        them; then every finding within the filters is ranked (a narrow filter over a large catalog).
+        """
+        k = wanted * NEAREST_FACTOR
+        while k <= NEAREST_MAX:
+            nearest = index.nearest(query, k)
+            within = embeddings.among_within(self.engine, filters, nearest)
+            kept = [i for i in nearest if i in within][:wanted]
+            if len(kept) >= wanted or k >= len(index):
+                return embeddings.hits_of(self.engine, filters, kept)
+            k *= NEAREST_FACTOR
+        kept = index.nearest(query, wanted, among=embeddings.ids_within(self.engine, filters))
+        return embeddings.hits_of(self.engine, filters, kept)
+
+    def _vectors_of(self, pool: Sequence[FindingHit]) -> np.ndarray:
+        """The unit vectors of the pool's findings, one row each: stored ones read, others embedded."""
+        assert self.embedder is not None
+        stored = embeddings.vectors_of(self.engine, self.embedder.key, [h.finding.tracking_uid for h in pool])
+        absent = [finding_text(h.finding) for h in pool if h.finding.tracking_uid not in stored]
+        made = iter(self.embedder.encode(absent)) if absent else iter(())
+        rows = [
+            vectors.from_bytes(stored[h.finding.tracking_uid]) if h.finding.tracking_uid in stored else next(made)
+            for h in pool
+        ]
+        return np.stack(rows)
 
 
 def retrieve(
