@@ -264,8 +264,8 @@ def examine(ds: Dataset, backend: VisionBackend, cfg: Config, deidentifier: Deid
     content = read_measurement_report(dcmread(buffer))
     said = content.narrative or narrative
     return Examined(
-        content.findings, said.impression, said.findings, open_answer(said, bool(result.free_text)), result.images, seconds, int(clean.Columns),
-        _row_toward_left(clean),
+        content.findings, said.impression, said.findings, open_answer(said, bool(result.free_text)),
+        result.images, seconds, int(clean.Columns), _row_toward_left(clean),
     )
 
 
