@@ -215,10 +215,7 @@ class FindingEmbedding(Base):
     """A finding's unit vector from one embedding model, stored once (``catalog.embeddings``)."""
 
     __tablename__ = "finding_embedding"
-    __table_args__ = (
-        UniqueConstraint("finding_id", "model"),
-        Index("ix_finding_embedding_model_id", "model", "id"),
-    )
+    __table_args__ = (UniqueConstraint("finding_id", "model"),)  # no index on model: see 0010
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     finding_id: Mapped[int] = mapped_column(ForeignKey("finding.id", ondelete="CASCADE"))

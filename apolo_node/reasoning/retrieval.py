@@ -56,8 +56,8 @@ LEXICAL_BONUS = 0.1
 # Findings lacking a stored vector that one question embeds and stores (until none lack one, a
 # question ranks the concepts' findings instead of the whole catalog's vectors).
 BACKFILL_PER_QUESTION = 256
-NEAREST_FACTOR = 8  # nearest findings of the catalog read per candidate wanted, widened by this
-NEAREST_MAX = 2560  # past this many, every finding within the filters is ranked instead
+NEAREST_FACTOR = 8  # nearest findings of the catalog read first per candidate wanted
+NEAREST_MAX = 4000  # past this many, every finding within the filters is ranked instead
 TERMS_MAX = 24
 # Words that say nothing about a finding: English function words, and the question's framing.
 STOPWORDS = frozenset(["a", "about", "above", "after", "all", "also", "am", "an", "and", "any", "anything", "are", "as", "at", "be", "been", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "done", "during", "each", "either", "else", "ever", "few", "find", "findings", "finding", "for", "found", "from", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "list", "me", "more", "most", "my", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "out", "over", "own", "please", "same", "seen", "she", "should", "show", "shown", "so", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "study", "studies", "image", "images", "patient", "patients", "scan", "scans", "exam", "seen", "see", "any", "there"])
@@ -148,7 +148,7 @@ class Retriever:
         result: tuple[list[Evidence], str, int] | None = None
         if self.embedder is not None:
             try:
-                result = self._semantic(question, filters, text_hits)
+                result = self._semantic(*self._candidates(question, filters), text_hits)
             except Exception as exc:  # noqa: BLE001 - the model failing must not fail the question
                 event(log, "reasoning.semantic.failed", error_type=type(exc).__name__)
                 note = f"semantic search failed ({type(exc).__name__}); text search only"
@@ -187,12 +187,10 @@ class Retriever:
         recent = search.recent_findings(self.engine, filters, self.limit)
         return [Evidence.from_hit(h, 0.0) for h in recent], FILTERS, len(recent)
 
-    def _semantic(
-        self, question: str, filters: Filters, text_hits: list[FindingHit]
-    ) -> tuple[list[Evidence], str, int]:
+    def _candidates(self, question: str, filters: Filters) -> tuple[np.ndarray, list[FindingHit]]:
+        """The question's vector, and the findings within the filters that are semantic candidates."""
         assert self.embedder is not None
         wanted = self.limit * SEMANTIC_FACTOR
-        text_hits = text_hits[:wanted]
         index = vectors.index_for(self.engine, self.embedder.key)
         stored_all = index.update(self.engine, self.embedder, BACKFILL_PER_QUESTION)
         query = self.embedder.question(question)
@@ -210,6 +208,14 @@ class Retriever:
             picked = list(dict.fromkeys(concepts[k][0] for _, k in similar[:CONCEPTS_PICKED]))
             per = -(-wanted // max(len(picked), 1))  # ceiling
             candidates = [h for label in picked for h in search.recent_findings(self.engine, filters, per, [label])]
+        return query, candidates
+
+    def _semantic(
+        self, query: np.ndarray, candidates: list[FindingHit], text_hits: list[FindingHit]
+    ) -> tuple[list[Evidence], str, int]:
+        """The text hits and semantic candidates, ranked by similarity plus the lexical bonus."""
+        assert self.embedder is not None
+        text_hits = text_hits[: self.limit * SEMANTIC_FACTOR]
         best = max((h.relevance or 0.0 for h in text_hits), default=0.0) or 1.0
         graded = self.embedder.graded_bonus  # else each text hit gets the whole bonus
         lexical = {h.finding.tracking_uid: (h.relevance or 0.0) / best if graded else 1.0 for h in text_hits}
@@ -221,7 +227,6 @@ class Retriever:
         scored = sorted(((s, k) for k, s in enumerate(scores)), key=lambda x: (-x[0], x[1]))
         return [Evidence.from_hit(pool[k], s) for s, k in scored[: self.limit]], SEMANTIC, len(pool)
 
-
     def _nearest(self, index: vectors.VectorIndex, query: np.ndarray, filters: Filters, wanted: int) -> list[FindingHit]:
         """The findings within the filters nearest the question by their stored vectors.
 
@@ -231,11 +236,14 @@ class Retriever:
         k = wanted * NEAREST_FACTOR
         while k <= NEAREST_MAX:
             nearest = index.nearest(query, k)
+            if filters == Filters():  # no filter: every one of the nearest is in
+                return embeddings.hits_of(self.engine, filters, nearest[:wanted])
             within = embeddings.among_within(self.engine, filters, nearest)
             kept = [i for i in nearest if i in within][:wanted]
             if len(kept) >= wanted or k >= len(index):
                 return embeddings.hits_of(self.engine, filters, kept)
-            k *= NEAREST_FACTOR
+            # the share the filters kept tells how many more to read (twice that, for luck)
+            k = max(k * 2, 2 * k * wanted // max(len(within), 1))
         kept = index.nearest(query, wanted, among=embeddings.ids_within(self.engine, filters))
         return embeddings.hits_of(self.engine, filters, kept)
 
