@@ -431,6 +431,7 @@ def ask(
     """
     from apolo_node.deid.vault import VaultError
     from apolo_node.pipeline.asking import BadRequest, allowed, ask_question
+    from apolo_node.reasoning.remote import NodeRetriever
     from apolo_node.reasoning.ask import (
         QUESTION_MAX,
         Filters,
@@ -457,7 +458,8 @@ def ask(
         raise BadInput(str(exc)) from None
     try:
         with catalog(cfg) as engine:
-            asked = ask_question(cfg, engine, question, filters, follow_up=follow_up, send=send, reveal=reveal)
+            asked = ask_question(cfg, engine, question, filters, follow_up=follow_up, send=send, reveal=reveal,
+                                 retriever=NodeRetriever(engine, cfg))  # the running node's model, else here
     except (UnknownStudy, UnknownAnswer, IdentifiersInQuestion, BadRequest) as exc:
         raise BadInput(str(exc)) from None
     except VaultError as exc:

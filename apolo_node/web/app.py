@@ -27,6 +27,7 @@ from apolo_node.pseudonym import mapper
 from apolo_node.spool import Spool
 from apolo_node.receive.store import InstanceStore, Limits
 from apolo_node.web import metrics as web_metrics
+from apolo_node.web import reasoning as web_reasoning
 from apolo_node.web import status_page
 from apolo_node.web.auth import Access, require_access
 
@@ -97,6 +98,7 @@ def create_app(
         from apolo_node.web import dicomweb
 
         app.include_router(dicomweb.router)
+    app.include_router(web_reasoning.router)  # ask through the node's loaded model (issue 13 item 7)
     return app
 
 
