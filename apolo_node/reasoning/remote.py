@@ -10,6 +10,7 @@ question it sends is the one ``ask`` searches with (identifiers already replaced
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -77,7 +78,7 @@ class NodeRetriever(Retriever):
                 self.via = "node"
                 return found
             except (OSError, ValueError, KeyError, TypeError) as exc:  # URLError and HTTPError are OSErrors
-                event(log, "reasoning.remote.unavailable", error_type=type(exc).__name__)
+                event(log, "reasoning.remote.unavailable", logging.DEBUG, error_type=type(exc).__name__)
         self.via = "process"
         lang = language(question)
         if lang not in self.local:
