@@ -6,6 +6,7 @@ import datetime as dt
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text, update
@@ -345,3 +346,18 @@ def test_a_finding_s_vectors_go_with_it(engine: Engine, embedder: embedding.Embe
     assert embedding_rows(engine) == 3
     with pytest.raises(ValueError, match="takes 1536 bytes"):
         catalog_embeddings.store(engine, embedder.key, 384, [(1, b"\0" * 16)])
+
+
+def test_the_node_s_background_fill_stores_every_vector_and_survives_a_broken_catalog(
+    engine: Engine, embedder: embedding.Embedder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from apolo_node.catalog.engine import make_engine
+    from apolo_node.web.reasoning import _embed_all
+
+    three_studies(engine)
+    _embed_all(engine, embedder)
+    assert embedding_rows(engine) == 4
+    (tmp_path / "broken.sqlite").mkdir()  # a catalog that cannot be opened: logged, not raised
+    with caplog.at_level("INFO", logger="apolo"):
+        _embed_all(make_engine(f"sqlite:///{tmp_path / 'broken.sqlite'}"), embedder)
+    assert "reasoning.vectors.fill_failed" in caplog.text

@@ -4,6 +4,8 @@
 and the stored finding vectors in memory, so a question costs milliseconds instead of the
 seconds a fresh process spends importing and loading them. It answers only with tracking UIDs
 and scores (the asker reads the findings from the same catalog) and never logs the question.
+The first question with semantic ranking loads the model and starts storing a vector for
+every finding that lacks one, in the background (a catalog from before migration 0010).
 Behind ``require_access`` like every route but /healthz and /metrics.
 """
 
@@ -14,13 +16,18 @@ import threading
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from sqlalchemy import Engine
 
 from apolo_node.catalog.search import Filters
+from apolo_node.logs import event, get_logger
+from apolo_node.reasoning import vectors
 from apolo_node.reasoning.ask import QUESTION_MAX
+from apolo_node.reasoning.embedding import SentenceEmbedder
 from apolo_node.reasoning.phrases import language
 from apolo_node.reasoning.retrieval import Retriever
 from apolo_node.web.auth import require_access
 
+log = get_logger("web.reasoning")
 router = APIRouter()
 STUDIES_MAX = 10_000  # pseudonymous study UIDs a filter may list
 _LOCK = threading.Lock()
@@ -58,8 +65,20 @@ def _retriever(request: Request, lang: str) -> Retriever:
         kept: dict[str, Retriever] = getattr(state, "retrievers", None) or {}
         state.retrievers = kept
         if lang not in kept:
-            kept[lang] = Retriever.from_settings(state.engine, state.cfg.reasoning, lang)
+            kept[lang] = made = Retriever.from_settings(state.engine, state.cfg.reasoning, lang)
+            if made.embedder is not None:  # a catalog's findings from before 0010: all embedded, once
+                threading.Thread(target=_embed_all, args=(state.engine, made.embedder), daemon=True,
+                                 name=f"apolo-embed-{made.embedder.key}").start()
         return kept[lang]
+
+
+def _embed_all(engine: Engine, embedder: SentenceEmbedder) -> None:
+    """Store a vector for every finding that lacks one (questions meanwhile embed 256 each and
+    rank the concepts' findings until none lacks one); a failure is logged, never raised."""
+    try:
+        vectors.embed_missing(engine, embedder)
+    except Exception as exc:  # noqa: BLE001 - a background fill must not take the node down
+        event(log, "reasoning.vectors.fill_failed", error_type=type(exc).__name__)
 
 
 @router.post("/reasoning/retrieve", dependencies=[Depends(require_access)])
