@@ -16,23 +16,23 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from apolo_node.catalog import search
 from apolo_node.catalog.answers import record_audit
 from apolo_node.config import Config
-from apolo_node.deid.dates import MAX_SHIFT_DAYS
-from apolo_node.deid.vault import Vault
 from apolo_node.logs import event, get_logger
-from apolo_node.pipeline.results import QueuedResult, queue_answer
 from apolo_node.reasoning.backend import Answerer
 from apolo_node.reasoning.ask import AskResult, Filters, ask, os_user
 from apolo_node.reasoning.evidence import Evidence
 from apolo_node.reasoning.retrieval import Retriever
-from apolo_node.send.reveal import accession_numbers, study_dates
 from apolo_node.spool import Spool
+
+if TYPE_CHECKING:  # the vault, pydicom and the SR writers load only when a question needs them
+    from apolo_node.deid.vault import Vault
+    from apolo_node.pipeline.results import QueuedResult
 
 __all__ = ["REAL", "SHIFTED", "Asked", "BadRequest", "allowed", "ask_question", "holds_vault_key"]
 
@@ -138,7 +138,7 @@ def ask_question(
     """
     allowed(cfg, send=send, reveal=reveal)
     actor = actor or os_user()
-    vault = Vault.from_config(cfg) if holds_vault_key(cfg) else None
+    vault = _vault(cfg) if holds_vault_key(cfg) else None
     down, undated = filters, 0
     if vault is not None and (filters.since or filters.until):
         down, undated = _real_date_filters(engine, vault, filters)
@@ -146,21 +146,33 @@ def ask_question(
                  answerer=answerer, retriever=retriever)
     asked = Asked(result, REAL if vault is not None else SHIFTED, filters, undated=undated)
     if vault is not None and (result.studies or filters.since or filters.until):
+        from apolo_node.send.reveal import study_dates
+
         real = study_dates(vault, result.studies)
         record_audit(engine, actor=actor, action="real dates", answer_id=result.answer_id,
                      detail="study date", studies=result.studies)
         asked = dataclasses.replace(asked, real_dates=real)
     if send and result.answer.citations:
+        from apolo_node.pipeline.results import queue_answer
+
         sent = queue_answer(engine, Spool(cfg.spool_root), result)
         record_audit(engine, actor=actor, action="send", answer_id=result.answer_id,
                      detail=", ".join(sorted({q.kind for q in sent})), studies=[q.study_uid for q in sent])
         asked = dataclasses.replace(asked, sent=sent)
     if reveal:
-        revealed = accession_numbers(Vault.from_config(cfg), result.studies)
+        from apolo_node.send.reveal import accession_numbers
+
+        revealed = accession_numbers(_vault(cfg), result.studies)
         record_audit(engine, actor=actor, action="reveal", answer_id=result.answer_id,
                      detail="accession number", studies=result.studies)
         asked = dataclasses.replace(asked, revealed=revealed)
     return asked
+
+
+def _vault(cfg: Config) -> Vault:
+    from apolo_node.deid.vault import Vault
+
+    return Vault.from_config(cfg)
 
 
 def _real_date_filters(engine: Engine, vault: Vault, filters: Filters) -> tuple[Filters, int]:
@@ -170,6 +182,9 @@ def _real_date_filters(engine: Engine, vault: Vault, filters: Filters) -> tuple[
     within [since, until] has a catalog date within [since - MAX_SHIFT_DAYS, until], or none:
     only those are looked up in the vault.
     """
+    from apolo_node.deid.dates import MAX_SHIFT_DAYS
+    from apolo_node.send.reveal import study_dates
+
     low = filters.since - dt.timedelta(days=MAX_SHIFT_DAYS) if filters.since else None
     if filters.study_uid:
         candidates = [filters.study_uid]
