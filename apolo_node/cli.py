@@ -429,7 +429,6 @@ def ask(
     Names, patient IDs and other identifiers typed in the question are replaced by placeholders
     before it is stored or sent ([reasoning] identifiers_in_questions).
     """
-    from apolo_node.deid.vault import VaultError
     from apolo_node.pipeline.asking import BadRequest, allowed, ask_question
     from apolo_node.reasoning.remote import NodeRetriever
     from apolo_node.reasoning.ask import (
@@ -462,7 +461,7 @@ def ask(
                                  retriever=NodeRetriever(engine, cfg))  # the running node's model, else here
     except (UnknownStudy, UnknownAnswer, IdentifiersInQuestion, BadRequest) as exc:
         raise BadInput(str(exc)) from None
-    except VaultError as exc:
+    except _vault_error() as exc:  # looked up only when something failed: no pydicom per ask
         raise Failed(str(exc)) from None
     except (ReasoningUnavailable, AnswerFailed) as exc:
         typer.echo(f"apolo-node: error: {exc}", err=True)
@@ -476,6 +475,13 @@ def ask(
         console.print(f"queued for the PACS: {q.kind} {q.sop_instance_uid} (study {q.study_uid})")
     for study_uid, accession in asked.revealed.items():
         console.print(f"study {study_uid}: accession number {accession or '(none)'}")
+
+
+def _vault_error() -> type[Exception]:
+    """The vault's error class, imported on demand (the vault module loads pydicom)."""
+    from apolo_node.deid.vault import VaultError
+
+    return VaultError
 
 
 def _print_answer(asked: Any) -> None:

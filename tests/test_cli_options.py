@@ -35,3 +35,22 @@ def test_config_before_names_a_missing_file(cfg: Config, tmp_path: Path) -> None
     done = apolo(cfg, "--config", str(tmp_path / "nowhere.toml"), "studies")
     assert done.returncode == 2
     assert "nowhere.toml does not exist" in done.stderr
+
+
+def test_an_ask_loads_neither_pydicom_nor_the_vault_unless_it_needs_them() -> None:
+    # A CLI ask through the running node is mostly imports: the vault (and pydicom with it)
+    # loads only for a key holder's dates, --send or --reveal, or to name a vault failure.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, apolo_node.cli, apolo_node.pipeline.asking, apolo_node.reasoning.remote\n"
+        "print(sorted(m for m in ('pydicom', 'apolo_node.deid', 'highdicom') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    from apolo_node.cli import _vault_error
+    from apolo_node.deid.vault import VaultError
+
+    assert _vault_error() is VaultError
