@@ -11,17 +11,20 @@ from pathlib import Path
 SYNC_FILE_RANGE_WRITE = 2
 
 
-def _sync_file_range() -> object | None:
+def _libc(name: str, *argtypes: type) -> object | None:
+    """A Linux system call from the C library, or None where there is none (not Linux)."""
     try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # not Linux: fsync alone does the work
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    fn.argtypes = list(argtypes)
     fn.restype = ctypes.c_int
     return fn
 
 
-_SYNC_FILE_RANGE = _sync_file_range()
+# not Linux: fsync alone does the work, and os.sync that of syncfs
+_SYNC_FILE_RANGE = _libc("sync_file_range", ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
+_SYNCFS = _libc("syncfs", ctypes.c_int)
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
@@ -39,19 +42,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _syncfs() -> object | None:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):  # not Linux: os.sync does the work
-        return None
-    fn.argtypes = [ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_SYNCFS = _syncfs()
 
 
 def sync_filesystem(path: Path) -> None:
@@ -95,10 +85,16 @@ def write_file(path: Path, data: bytes, mode: int = 0o600, fsync: bool = True) -
         raise
 
 
+def temp_beside(target: Path) -> Path:
+    """A fresh hidden name in ``target``'s folder, to write to and then rename over ``target``
+    (same filesystem, so the rename is atomic)."""
+    return target.with_name(f".{secrets.token_hex(8)}.tmp")
+
+
 def write_atomic(target: Path, data: bytes, mode: int = 0o600) -> Path:
     """Replace ``target`` with ``data`` durably: readers see the old file or the new, never half."""
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = target.with_name(f".{secrets.token_hex(8)}.tmp")
+    tmp = temp_beside(target)
     write_file(tmp, data, mode)
     try:
         os.replace(tmp, target)

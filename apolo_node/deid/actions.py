@@ -153,8 +153,9 @@ class Deidentifier:
         Raises :class:`~apolo_node.deid.depth.TooDeep` first when its sequences nest too deep.
         """
         check_depth(ds, self.max_depth)
+        pkey = patient_key(ds)
         patient = _Patient(
-            pseudonym=PatientPseudonym.derive(self._key, patient_key(ds)), days=self.date_shift(ds)
+            pseudonym=PatientPseudonym.derive(self._key, pkey), days=self._shift(pkey)
         )
         old_meta = getattr(ds, "file_meta", None) or FileMetaDataset()
         instance = old_meta.get("MediaStorageSOPInstanceUID") or ds.get("SOPInstanceUID")
@@ -169,7 +170,10 @@ class Deidentifier:
     def date_shift(self, ds: Dataset) -> int:
         """The days this patient's dates move by (0 when the profile keeps dates): the verifier
         checks a shifted date against exactly this, never a shift it guesses from the file."""
-        return shift_days(self._key, patient_key(ds)) if self.profile.shifts_dates else 0
+        return self._shift(patient_key(ds))
+
+    def _shift(self, pkey: str) -> int:
+        return shift_days(self._key, pkey) if self.profile.shifts_dates else 0
 
     # -- the walk ---------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import secrets
 import threading
 import shutil
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from apolo_node.config import Config
-from apolo_node.durable import sync_filesystem, write_file
+from apolo_node.durable import sync_filesystem, temp_beside, write_file
 from apolo_node.deid.actions import Deidentifier
 from apolo_node.deid.depth import TooDeep, check_depth, check_file_depth
 from apolo_node.deid.burnedin import BurnedInTextError, redact_burned_in_text
@@ -226,7 +225,7 @@ class StageInto:
             return result
         target = self.out_dir / result.relative_path
         target.parent.mkdir(parents=True, exist_ok=True)
-        staged = target.with_name(f".{secrets.token_hex(8)}.tmp")
+        staged = temp_beside(target)
         write_file(staged, result.encoded, mode=0o644, fsync=False)  # one flush for the run
         return Staged(result.relative_path, staged)
 

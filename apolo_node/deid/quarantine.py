@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from apolo_node.config import Config
-from apolo_node.durable import fsync_dir
+from apolo_node.durable import fsync_dir, temp_beside
 from apolo_node.pseudonym import load_key, usable_as_name
 from apolo_node.spool import QUARANTINE
 
@@ -82,7 +82,7 @@ class Quarantine:
         relative = self.relative_path(pseudo_study, pseudo_sop)
         target = self.root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{secrets.token_hex(8)}.tmp")
+        tmp = temp_beside(target)
         try:
             with original.open("rb") as src, tmp.open("wb") as out:
                 out.write(MAGIC)

@@ -193,8 +193,7 @@ def _elements(
         if before is not None and before[0] is stored and isinstance(stored, RawDataElement):
             value = before[1]  # a raw element is immutable: the same object, the same bytes
         else:
-            peeked = _peek(item, tag, stored)
-            value = peeked if type(peeked) in (str, tuple) else _value(peeked)
+            value = _value(_peek(item, tag, stored))
         if seen is not None:
             seen[where] = (stored, value)
         yield _Element(where, tag, vr, action, value)
@@ -210,7 +209,7 @@ _SIMPLE_CODECS = {"iso8859": "latin-1", "latin_1": "latin-1", "UTF8": "utf-8"}
 _NOT_FAST = object()
 
 
-def fast_value(item: Dataset, raw: RawDataElement) -> Value | None | object:
+def fast_value(item: Dataset, raw: RawDataElement) -> Value | object:
     """What ``_value(item[tag].value)`` gives for a raw text element, computed straight from its
     bytes; :data:`_NOT_FAST` where this shortcut does not apply (other VRs, implicit VR,
     multi-byte or unknown character sets, undecodable bytes), and pydicom decodes it."""
@@ -235,8 +234,6 @@ def fast_value(item: Dataset, raw: RawDataElement) -> Value | None | object:
             return _NOT_FAST
     except UnicodeDecodeError:
         return _NOT_FAST
-    if not data:
-        return ""  # pydicom's empty value for a text VR
     return items[0] if len(items) == 1 else tuple(items)
 
 

@@ -162,7 +162,7 @@ def ask_question(
     if reveal:
         from apolo_node.send.reveal import accession_numbers
 
-        revealed = accession_numbers(_vault(cfg), result.studies)
+        revealed = accession_numbers(vault or _vault(cfg), result.studies)  # one vault per ask
         record_audit(engine, actor=actor, action="reveal", answer_id=result.answer_id,
                      detail="accession number", studies=result.studies)
         asked = dataclasses.replace(asked, revealed=revealed)
